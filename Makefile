@@ -1,0 +1,36 @@
+# `make demo` and `make test` create .venv and install the project into it when missing (seconds when present).
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help install demo test test-slow lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with its dev tools
+
+demo: $(STAMP)  ## warm up the tiny model, train it with NFT on the toy task, print accuracy before/after
+	$(PYTHON) src/train.py $(ARGS)
+
+test: $(STAMP)  ## the test suite (CPU, under 15 minutes on 2 cores)
+	$(PYTHON) -m pytest $(ARGS)
+
+test-slow: $(STAMP)  ## the long tests only (soak runs)
+	$(PYTHON) -m pytest -m slow $(ARGS)
+
+lint: $(STAMP)  ## ruff checks and formatting check
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix
+	$(VENV)/bin/ruff format
+
+clean:  ## remove caches and run outputs (keeps .venv)
+	rm -rf .cache runs .pytest_cache .ruff_cache

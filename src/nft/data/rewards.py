@@ -1,0 +1,23 @@
+"""Rewards from verdicts: correctness (0/1) plus optional shaping, computed on the data side.
+
+DAPO's overlong reward shaping (Yu et al., arXiv 2503.14476, Eq. 13): with a length limit ``L_max`` and a buffer of
+``L_cache`` tokens before it, an answer of ``L`` tokens gets
+
+    0                               if L <= L_max - L_cache
+    ((L_max - L_cache) - L) / L_cache   if L_max - L_cache < L <= L_max      (from 0 down to -1)
+    -1                              if L > L_max
+
+times ``factor``. DAPO's rewards are +1 / -1, ours 0 / 1 (``correct``): ``factor = 0.5`` keeps DAPO's weight of the
+penalty relative to the gap between a right and a wrong answer. Group filtering (dynamic sampling) looks at
+correctness, as the reference scripts' ``filter_groups.metric=acc``, not at the shaped reward.
+"""
+
+from __future__ import annotations
+
+
+def overlong_penalty(length: int, max_length: int, buffer_length: int, factor: float) -> float:
+    """DAPO's soft overlong penalty (<= 0) of an answer of ``length`` tokens; 0 when ``buffer_length`` is 0."""
+    if buffer_length <= 0 or factor == 0:
+        return 0.0
+    excess = length - (max_length - buffer_length)
+    return -factor * min(max(excess, 0) / buffer_length, 1.0)

@@ -1,0 +1,17 @@
+"""Benchmarks, metrics and evaluation logging: ``BenchmarkEval`` during training, ``evaluate`` for saved models."""
+
+from nft.eval.callback import BenchmarkEval
+from nft.eval.evaluator import Benchmark, Evaluator
+from nft.eval.metrics import BenchmarkMetrics, MajorityAtK, PassAtK, pass_at_k
+from nft.eval.samples import RolloutSamples
+
+__all__ = [
+    "Benchmark",
+    "BenchmarkEval",
+    "BenchmarkMetrics",
+    "Evaluator",
+    "MajorityAtK",
+    "PassAtK",
+    "RolloutSamples",
+    "pass_at_k",
+]

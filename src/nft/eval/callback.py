@@ -1,0 +1,159 @@
+"""BenchmarkEval: evaluate the policy on the benchmarks before training, every ``eval_every`` epochs, and at the end.
+
+An evaluation samples each benchmark's problems (rank r of w takes problems r, r + w, ...; with a vLLM engine spanning
+several ranks, the engine takes them and its ranks split them: ``nft.distributed.RolloutShard``), verifies the answers,
+computes the metrics of ``nft.eval.metrics`` (summed across ranks) and logs ``val/<benchmark>/<metric>`` and
+``val/average`` (the mean of the benchmarks' avg@n) to every logger. Rank zero writes, in the output directory:
+
+- ``eval/<benchmark>.jsonl``: every answer's record with its ``epoch`` (``nft.eval.records``);
+- ``eval/<benchmark>.png``: the benchmark's avg@n, maj@n and pass@n against epochs;
+- ``accuracy.png``: each benchmark's avg@n and the average; ``results.jsonl``: one row of metrics per evaluation.
+
+When training ends it logs a start/best/final table. The history is saved in checkpoints, so a resumed run keeps its
+start row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from nft.distributed import rollout_shard
+from nft.eval.evaluator import Benchmark, Evaluator
+from nft.eval.metrics import BenchmarkMetrics
+from nft.eval.plots import plot_accuracy
+from nft.eval.records import RecordFile
+
+log = logging.getLogger(__name__)
+
+
+class BenchmarkEval(L.Callback):
+    """Args:
+    evaluator: the benchmarks, prompt and verifier.
+    eval_every: evaluate after every this many epochs (0: only at the start and the end).
+    at_start: evaluate the policy before any update (the "start" row of the summary).
+    output_dir: where the files above go (default: the trainer's ``default_root_dir``, the run directory).
+    """
+
+    def __init__(self, evaluator: Evaluator, eval_every: int = 1, at_start: bool = True, output_dir: str | None = None):
+        self.evaluator = evaluator
+        self.eval_every = eval_every
+        self.at_start = at_start
+        self.output_dir = output_dir
+        self.history: list[dict] = []
+
+    # --- when ----------------------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_start and not any(row["epoch"] == trainer.current_epoch for row in self.history):
+            self.evaluate(trainer, pl_module, epoch=trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.current_epoch + 1
+        if self.eval_every > 0 and done % self.eval_every == 0:
+            self.evaluate(trainer, pl_module, epoch=done)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.current_epoch  # `fit` has finished: current_epoch counts completed epochs
+        if not self.history or self.history[-1]["epoch"] != done:
+            self.evaluate(trainer, pl_module, epoch=done)
+        self._print_summary()
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict["history"])
+
+    # --- what ----------------------------------------------------------------------------------------------------
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> dict[str, float]:
+        generator = trainer.datamodule.generator
+        generator.sync(pl_module)
+        metrics: dict[str, float] = {}
+        for benchmark in self.evaluator.benchmarks:
+            metrics.update(self._evaluate_one(benchmark, trainer, pl_module, epoch))
+        generator.release()
+        headline = [metrics[f"val/{b.name}/{b.metric}"] for b in self.evaluator.benchmarks]
+        metrics["val/average"] = sum(headline) / len(headline)
+        self.history.append({"epoch": epoch, "step": trainer.global_step, **metrics})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        self._write_summary(trainer)
+        return metrics
+
+    def _evaluate_one(self, benchmark: Benchmark, trainer: L.Trainer, pl_module, epoch: int) -> dict[str, float]:
+        start = time.perf_counter()
+        prepared = self.evaluator.prepare(benchmark, pl_module.tokenizer)
+        generator = trainer.datamodule.generator
+        shard = rollout_shard(generator.tensor_parallel_size)
+        indices = shard.take(list(range(len(prepared.problems))))
+        seed = 1_000_003 * shard.engine + 10_000 + epoch
+        records = self.evaluator.sample(prepared, indices, generator, pl_module.tokenizer, seed)
+        owned = {prepared.problems[i].id for j, i in enumerate(indices) if shard.owns(j)}
+        records = [r for r in records if r["problem_id"] in owned]
+        metrics = BenchmarkMetrics(benchmark.samples).to(pl_module.device)
+        metrics.update(records)
+        values = metrics.compute()
+        records = _gather(records, trainer.world_size)
+        if trainer.is_global_zero:
+            protocol = {**benchmark.protocol(), "prompt": repr(self.evaluator.prompt)}
+            path = self._directory(trainer) / "eval" / f"{benchmark.name}.jsonl"
+            RecordFile(path, protocol).append({"epoch": epoch, **r} for r in records)
+            log.info(
+                "%s: %s (%d problems x %d answers, %.1fs)",
+                benchmark.name,
+                ", ".join(f"{k} {v:.3f}" for k, v in values.items()),
+                len(prepared.problems),
+                benchmark.samples,
+                time.perf_counter() - start,
+            )
+        return {f"val/{benchmark.name}/{k}": v for k, v in values.items()}
+
+    def _directory(self, trainer: L.Trainer) -> Path:
+        return Path(self.output_dir or trainer.default_root_dir)
+
+    def _headline_names(self) -> list[str]:
+        return [f"val/{b.name}/{b.metric}" for b in self.evaluator.benchmarks] + ["val/average"]
+
+    @rank_zero_only
+    def _write_summary(self, trainer: L.Trainer) -> None:
+        directory = self._directory(trainer)
+        (directory / "eval").mkdir(parents=True, exist_ok=True)
+        # The whole history, replaced atomically: after a resume, rows of epochs evaluated after the checkpoint
+        # (and lost with the crash) do not linger as duplicates.
+        partial = directory / "results.jsonl.partial"
+        partial.write_text("".join(json.dumps(row) + "\n" for row in self.history), encoding="utf-8")
+        os.replace(partial, directory / "results.jsonl")
+        plot_accuracy(self.history, directory / "accuracy.png", self._headline_names())
+        for b in self.evaluator.benchmarks:
+            names = list(
+                dict.fromkeys(f"val/{b.name}/{m}" for m in (b.metric, f"maj@{b.samples}", f"pass@{b.samples}"))
+            )
+            plot_accuracy(self.history, directory / "eval" / f"{b.name}.png", names, title=b.title)
+
+    @rank_zero_only
+    def _print_summary(self) -> None:
+        if not self.history:
+            return
+        start, final = self.history[0], self.history[-1]
+        lines = [f"{'metric':<28} {'start':>7} {'best':>7} {'final':>7}"]
+        for name in self._headline_names():
+            best = max(row.get(name, math.nan) for row in self.history)
+            lines.append(f"{name:<28} {start.get(name, math.nan):>7.3f} {best:>7.3f} {final[name]:>7.3f}")
+        log.info("held-out accuracy (epoch %d -> %d):\n%s", start["epoch"], final["epoch"], "\n".join(lines))
+
+
+def _gather(records: list[dict], world_size: int) -> list[dict]:
+    """Every rank's records (on every rank); the records themselves when there is one rank."""
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return records
+    shards: list = [None] * world_size
+    torch.distributed.all_gather_object(shards, records)
+    return [r for shard in shards for r in shard]

@@ -1,0 +1,257 @@
+"""PolicyModule: the policy, its response-token log-probs, the algorithm's loss, and the optimizer.
+
+Manual optimisation: one ``training_step`` is one optimizer step over a mini-batch of whole groups, whose
+micro-batches (a variable number, packed by a token budget) are accumulated here. Lightning's automatic optimisation
+needs a fixed accumulation count, which a token budget cannot give.
+
+Under Lightning's ``ModelParallelStrategy`` (``trainer=fsdp``), ``configure_model`` shards the policy with FSDP2
+(``nft.distributed.shard_model``). Each rank then holds its own groups of the step; every micro-batch carries the
+step's totals over all ranks and gradients are summed across ranks, so the update equals the one-process update.
+Ranks run the same number of micro-batches per step (the data module pads with empty ones, which count for nothing),
+because every forward and backward of a sharded model is a collective.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from nft.algorithms import OPTIONAL_INPUTS
+from nft.checkpoint import rng_states, set_rng_states
+from nft.data.batching import is_padding
+from nft.distributed import all_reduce_sum, is_sharded, shard_model
+
+log = logging.getLogger(__name__)
+
+
+class PolicyModule(L.LightningModule):
+    """Args:
+    model: a transformers causal LM (the policy being trained).
+    tokenizer: its tokenizer.
+    algorithm: an object with ``loss(logp, old_logp, mask, correct, correct_rate, **inputs) -> (loss, metrics)``;
+        the batch's ``nft.algorithms.OPTIONAL_INPUTS`` are passed as keywords. If it ``needs_reference``, a frozen
+        copy of the initial policy is kept and its log-probs passed as ``ref_logp``; otherwise none is built.
+    lr, weight_decay, betas: AdamW settings. warmup_steps: linear warm-up, then constant.
+    grad_clip: max global gradient norm (None: no clipping).
+    max_skipped_in_a_row: stop training after this many optimizer steps in a row were skipped for a non-finite loss
+        or gradient (the weights then are those of the last good step; a checkpoint with non-finite ones is refused).
+    temperature: the sampling temperature; log-probs are taken of ``softmax(logits / temperature)``.
+    fsdp: ``nft.distributed.shard_model`` settings (the ``fsdp`` config node), used under ``ModelParallelStrategy``.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        algorithm,
+        lr: float = 1e-6,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        grad_clip: float | None = 1.0,
+        max_skipped_in_a_row: int = 5,
+        temperature: float = 1.0,
+        fsdp: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=["model", "tokenizer", "algorithm"])
+        self.model = model
+        self.tokenizer = tokenizer
+        self.algorithm = algorithm
+        self.reference_model = None
+        if getattr(algorithm, "needs_reference", False):  # a submodule, so checkpoints keep it and resume exactly
+            self.reference_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.skipped_steps = 0
+        self.skipped_in_a_row = 0
+        self._epoch: dict[str, float] = {}
+
+    # --- forward -----------------------------------------------------------------------------------------------
+    def response_logprobs(self, batch: dict[str, torch.Tensor], model=None) -> torch.Tensor:
+        """Log-probs [b, T] of the response tokens (the last T positions of ``input_ids``) under ``model`` (default:
+        the policy).
+
+        Only the T positions that predict response tokens go through the LM head, and the log-softmax is a gather
+        minus a logsumexp, so no [b, T, V] log-prob tensor is materialised.
+        """
+        response_width = batch["response_mask"].shape[1]
+        out = (self.model if model is None else model)(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+            use_cache=False,
+            logits_to_keep=response_width + 1,
+        )
+        logits = out.logits[:, :-1].to(torch.promote_types(out.logits.dtype, torch.float32))  # half -> float32
+        if self.hparams.temperature != 1.0:
+            logits = logits / self.hparams.temperature
+        targets = batch["input_ids"][:, -response_width:]
+        return logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+
+    # --- sharding ----------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """FSDP2 under ``ModelParallelStrategy`` (which provides the device mesh); nothing otherwise."""
+        if self.device_mesh is None or is_sharded(self.model):
+            return
+        for model in (self.model, self.reference_model):  # the frozen reference (KL) is sharded alike
+            if model is not None:
+                shard_model(model, self.device_mesh["data_parallel"], **(self.hparams.fsdp or {}))
+
+    # --- training ----------------------------------------------------------------------------------------------
+    def training_step(self, micro_batches: list[dict[str, torch.Tensor]], batch_idx: int) -> None:
+        if not micro_batches:  # every group was filtered this epoch: nothing to learn from
+            return
+        start = time.perf_counter()
+        optimizer = self.optimizers()
+        loss_sum = torch.zeros((), device=self.device)
+        metric_sums: dict[str, torch.Tensor] = {}
+        counted = torch.zeros((), device=self.device)  # real (not padding) micro-batches, for the metric means
+        for batch in micro_batches:
+            loss, metrics = self.micro_batch_loss(batch)
+            self.manual_backward(loss)  # a padding micro-batch has no counted token: zero loss, zero gradient
+            weight = 0.0 if is_padding(batch) else 1.0
+            loss_sum += loss.detach()
+            counted += weight
+            for name, value in metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + value.detach() * weight
+        loss_sum, metric_sums = self._reduce_over_ranks(loss_sum, metric_sums, counted)
+        grad_norm = self._clip_gradients()
+        if torch.isfinite(grad_norm) and torch.isfinite(loss_sum):
+            optimizer.step()
+            self.lr_schedulers().step()
+            self.skipped_in_a_row = 0
+        else:  # one bad batch must not poison the weights
+            self._skip_step()
+        optimizer.zero_grad(set_to_none=True)
+        logged = {
+            "train/loss": loss_sum,
+            "train/grad_norm": grad_norm,
+            "train/lr": self.lr_schedulers().get_last_lr()[0],
+        }
+        logged.update({f"train/{name}": value for name, value in metric_sums.items()})
+        self.log_dict(logged, on_step=True, on_epoch=False, batch_size=1)
+        self._epoch["loss"] += float(loss_sum)
+        self._epoch["grad_norm"] += float(grad_norm)
+        self._epoch["steps"] += 1
+        self._epoch["update"] += time.perf_counter() - start
+
+    def micro_batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The algorithm's loss on one micro-batch (on-policy when the batch carries no ``old_logp``)."""
+        logp = self.response_logprobs(batch)
+        old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()
+        inputs = {name: batch[name] for name in OPTIONAL_INPUTS if name in batch}
+        if self.reference_model is not None:
+            with torch.no_grad():
+                inputs["ref_logp"] = self.response_logprobs(batch, self.reference_model)
+        return self.algorithm.loss(
+            logp, old_logp, batch["response_mask"], batch["correct"], batch["correct_rate"], **inputs
+        )
+
+    def _skip_step(self) -> None:
+        self.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        log.warning("non-finite loss or gradient at step %d: optimizer step skipped", self.global_step)
+        if self.skipped_in_a_row >= self.hparams.max_skipped_in_a_row:
+            last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
+            raise FloatingPointError(
+                f"{self.skipped_in_a_row} optimizer steps in a row had a non-finite loss or gradient (epoch "
+                f"{self.current_epoch}): training stopped. The last good checkpoint is {last or 'not written yet'}; "
+                "resume from it with a lower optim.lr, or raise optim.max_skipped_in_a_row"
+            )
+
+    @staticmethod
+    def _reduce_over_ranks(
+        loss_sum: torch.Tensor, metric_sums: dict[str, torch.Tensor], counted: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The step's loss (summed: each rank holds its share) and metric means over all ranks' micro-batches.
+
+        One collective per step; every rank decides on the same values whether to skip the step."""
+        packed = all_reduce_sum(torch.stack([loss_sum, counted, *metric_sums.values()]))
+        means = packed[2:] / packed[1].clamp(min=1)
+        return packed[0], dict(zip(metric_sums, means, strict=True))
+
+    def _clip_gradients(self) -> torch.Tensor:
+        parameters = [p for p in self.parameters() if p.grad is not None]
+        max_norm = self.hparams.grad_clip if self.hparams.grad_clip is not None else math.inf
+        if not parameters:
+            return torch.zeros((), device=self.device)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm=max_norm)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.trainer.model.parameters(),
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+            weight_decay=self.hparams.weight_decay,
+        )
+        warmup = max(0, int(self.hparams.warmup_steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- checkpoints ---------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in self.parameters()]
+        finite = torch.stack([torch.isfinite(p).all() for p in local]).all()
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            raise FloatingPointError(
+                f"refusing to write a checkpoint at step {self.global_step}: the weights are not finite; the previous "
+                "checkpoint is kept. Resume from it with a lower optim.lr"
+            )
+        checkpoint["nft"] = {
+            "skipped_steps": self.skipped_steps,
+            "skipped_in_a_row": self.skipped_in_a_row,
+            "rng": rng_states(),  # nothing here draws from them today; a resumed run must not depend on that
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "nft" not in checkpoint:
+            raise ValueError(
+                "not a checkpoint written by nft (no 'nft' state): load a save_pretrained model with model.path instead"
+            )
+        state = checkpoint["nft"]
+        self.skipped_steps, self.skipped_in_a_row = state["skipped_steps"], state["skipped_in_a_row"]
+        set_rng_states(state["rng"])
+
+    # --- per-epoch summary -------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self.model.train()
+        if self.reference_model is not None:  # Lightning put the whole module in train mode
+            self.reference_model.eval()
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch = {"loss": 0.0, "grad_norm": 0.0, "steps": 0, "update": 0.0}
+
+    def on_train_epoch_end(self) -> None:
+        datamodule = self.trainer.datamodule
+        stats = dict(getattr(datamodule, "epoch_stats", {}))
+        steps = max(1, self._epoch["steps"])
+        stats["time/update"] = self._epoch["update"]
+        stats["train/epoch_loss"] = self._epoch["loss"] / steps
+        stats["train/epoch_grad_norm"] = self._epoch["grad_norm"] / steps
+        stats["train/skipped_steps"] = float(self.skipped_steps)
+        self.log_dict(stats, on_step=False, on_epoch=True, batch_size=1)
+        self._print_summary(stats)
+
+    @rank_zero_only
+    def _print_summary(self, stats: dict[str, float]) -> None:
+        log.info(
+            "epoch %d | acc %.3f | filtered %.2f | len %.1f | loss %+.4f | grad %.3f | steps %d "
+            "| gen %.1fs verify %.1fs update %.1fs",
+            self.current_epoch,
+            stats.get("rollout/accuracy", float("nan")),
+            stats.get("rollout/filtered_frac", float("nan")),
+            stats.get("rollout/response_length", float("nan")),
+            stats["train/epoch_loss"],
+            stats["train/epoch_grad_norm"],
+            self._epoch["steps"],
+            stats.get("time/generate", 0.0),
+            stats.get("time/verify", 0.0),
+            stats["time/update"],
+        )

@@ -1,0 +1,100 @@
+"""``train(cfg)``: check the config, build everything from it and run Lightning, resuming a run when asked;
+``evaluate(cfg)``: score a model on benchmarks (``nft.eval.checkpoint``).
+
+Resuming: ``resume=auto`` continues from the newest complete checkpoint under the run directory (start a run again in
+its old directory with ``hydra.run.dir=runs/<date>/<time> resume=auto``; with none there yet, it starts afresh), and
+``ckpt_path=FILE`` from a given checkpoint. Earlier CSV logs of the directory are kept, renamed ``metrics.<n>.csv``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from nft.checkpoint import resume_path
+from nft.distributed import run_scope
+from nft.eval.checkpoint import evaluate as evaluate_model
+from nft.module import PolicyModule
+from nft.validate import validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Everything ``train`` builds, for callers (tests, benchmarks) that drive it themselves."""
+
+    trainer: L.Trainer
+    module: PolicyModule
+    datamodule: L.LightningDataModule
+
+
+def build(cfg: DictConfig) -> Run:
+    """Instantiate the policy, algorithm, data module, callbacks, loggers and trainer from ``cfg``."""
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:  # every rank of a multi-process run builds; one writes
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    policy = instantiate(cfg.model)
+    algorithm = instantiate(cfg.algo)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)  # plain types: checkpoints load with weights_only
+    fsdp = OmegaConf.to_container(cfg.fsdp, resolve=True)
+    module = PolicyModule(
+        policy.model, policy.tokenizer, algorithm, temperature=cfg.rollout.sampling.temperature, fsdp=fsdp, **optim
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.connect(module)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None] if cfg.logger else False
+    _keep_earlier_logs(loggers or [])
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
+    log.info(
+        "policy: %s (%.1fM parameters); algorithm: %r",
+        type(policy.model).__name__,
+        sum(p.numel() for p in policy.model.parameters()) / 1e6,
+        algorithm,
+    )
+    return Run(trainer, module, datamodule)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train the policy as configured. Returns the final metrics (training and benchmark) as floats."""
+    with run_scope():  # the next run in this process (a -m sweep's next job) starts its own ranks
+        run = build(cfg)
+        ckpt_path = cfg.ckpt_path
+        if cfg.resume == "auto":
+            ckpt_path = resume_path(cfg.run_dir)
+            log.info("resume=auto: %s", f"resuming from {ckpt_path}" if ckpt_path else "no checkpoint yet, afresh")
+        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}
+    for callback in run.trainer.callbacks:
+        for row in getattr(callback, "history", [])[-1:]:
+            metrics.update({k: float(v) for k, v in row.items() if k.startswith("val/")})
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate ``cfg.model`` on ``cfg.benchmarks`` and add its row to the results table (``nft.eval.checkpoint``)."""
+    return evaluate_model(cfg)
+
+
+@rank_zero_only
+def _keep_earlier_logs(loggers: list) -> None:
+    """Lightning's CSVLogger deletes the ``metrics.csv`` it finds; a resumed run keeps it under another name."""
+    for logger in loggers:
+        metrics = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if metrics is not None and metrics.is_file():
+            part = next(n for n in itertools.count(1) if not metrics.with_suffix(f".{n}.csv").exists())
+            metrics.rename(metrics.with_suffix(f".{part}.csv"))
+            log.info("kept the earlier %s as %s", metrics, metrics.with_suffix(f".{part}.csv").name)

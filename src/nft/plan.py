@@ -1,0 +1,273 @@
+"""Memory planner: ``python -m nft.plan [overrides]`` estimates what each GPU of a ``trainer=fsdp`` run needs.
+
+Nothing is loaded: the config is composed as ``src/train.py`` would (with ``trainer=fsdp`` unless a trainer is given)
+and the architecture comes from ``model.path/config.json`` when that is a local folder, else from ``KNOWN`` (the
+models of ``conf/model``), else from ``model.architecture`` (the tiny model). With ``N`` parameters (``N_layer`` per
+decoder layer, ``N_root`` in embeddings, head and final norm), ``W = trainer.devices x trainer.num_nodes`` ranks,
+``b`` bytes per value of ``fsdp.param_dtype``, ``T = max(data.micro_batch_tokens, prompt + response tokens)`` padded
+tokens per forward, of which ``R = T x response / (prompt + response)`` are response positions, ``L`` layers, hidden
+``h``, MLP width ``I``, key/value width ``kv x d`` and vocabulary ``V``, the estimates per GPU are (bytes):
+
+    parameters       4 N / W        float32 shards: the optimizer's master weights
+    gradients        4 N / W        float32 shards
+    optimizer        8 N / W        AdamW's two moments in float32
+    gathered         b (N_root + 2 N_layer) + 4 N_layer
+                                    the root's and two layers' full weights (the running one and the prefetched one),
+                                    and one layer's full float32 gradient before its reduce-scatter
+    activations      L T h b + T A b with activation checkpointing (each layer's input, one layer recomputed),
+                     L T A b without; A = 8 h + 4 kv d + 4 I values per token and layer (norm inputs and outputs,
+                     q, rotated q, attention and projection outputs; k, v, rotated k; MLP gate, up, act, product)
+    logits           R V (b + 8)   the response positions' logits, their float32 copy and its gradient
+    overhead         2 GB           CUDA context, communication buffers, allocator slack
+
+Generation keeps parameters and optimizer state resident (gradients are freed after each step) and adds, for
+``rollout=vllm``, the engine's ``gpu_memory_utilization`` x GPU memory (its weights ``2 N / tensor_parallel_size`` and
+KV cache); for ``rollout=hf``, the gathered full weights ``b N``, the KV cache ``2 L kv d b`` per token for
+``max_batch_rows`` rows of prompt + response tokens, and ``12 V`` per row for the sampling step's float32 logits.
+The peak is the larger of training and generation; it is checked against 80 GB and 141 GB GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+GPU_SIZES_GB = (80, 141)
+OVERHEAD_BYTES = 2 * 10**9
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    tie_word_embeddings: bool
+
+    @property
+    def kv_width(self) -> int:
+        return self.num_key_value_heads * self.hidden_size // self.num_attention_heads
+
+    @property
+    def layer_parameters(self) -> int:
+        """A Qwen2/Llama decoder layer: q, k, v (with biases), o, a gated MLP, two RMSNorms."""
+        h, kv = self.hidden_size, self.kv_width
+        attention = (h * h + h) + 2 * (h * kv + kv) + h * h
+        return attention + 3 * h * self.intermediate_size + 2 * h
+
+    @property
+    def root_parameters(self) -> int:
+        embeddings = self.vocab_size * self.hidden_size
+        return embeddings * (1 if self.tie_word_embeddings else 2) + self.hidden_size
+
+    @property
+    def parameters(self) -> int:
+        return self.num_hidden_layers * self.layer_parameters + self.root_parameters
+
+
+KNOWN = {  # from each model's config.json on the hub
+    "Qwen/Qwen2.5-0.5B": Architecture(896, 4864, 24, 14, 2, 151936, True),
+    "Qwen/Qwen2.5-Math-1.5B": Architecture(1536, 8960, 28, 12, 2, 151936, True),
+    "Qwen/Qwen2.5-Math-7B": Architecture(3584, 18944, 28, 28, 4, 152064, False),
+    "Qwen/Qwen2.5-32B": Architecture(5120, 27648, 64, 40, 8, 152064, False),
+}
+TINY_VOCAB = 260  # nft.toy.build_tokenizer: 4 special tokens + 256 bytes
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Per-GPU bytes of a run (see the module docstring for each term)."""
+
+    model: str
+    architecture: Architecture
+    nodes: int
+    devices: int
+    checkpointing: bool
+    tokens: int
+    response_tokens: int
+    parameters: int
+    gradients: int
+    optimizer: int
+    gathered: int
+    activations_checkpointed: int
+    activations_full: int
+    logits: int
+    rollout: str  # "vllm" or "hf"
+    vllm_fraction: float  # vLLM: its share of each GPU
+    vllm_weights: int
+    hf_generation: int  # hf: gathered weights + KV cache + sampling logits
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.devices
+
+    @property
+    def activations(self) -> int:
+        return self.activations_checkpointed if self.checkpointing else self.activations_full
+
+    @property
+    def training(self) -> int:
+        state = self.parameters + self.gradients + self.optimizer
+        return state + self.gathered + self.activations + self.logits + OVERHEAD_BYTES
+
+    @property
+    def resident(self) -> int:
+        return self.parameters + self.optimizer + OVERHEAD_BYTES
+
+    def generation(self, gpu_bytes: int) -> int:
+        share = self.vllm_fraction * gpu_bytes if self.rollout == "vllm" else self.hf_generation
+        return self.resident + int(share)
+
+    def peak(self, gpu_bytes: int) -> int:
+        return max(self.training, self.generation(gpu_bytes))
+
+
+def architecture_of(cfg: DictConfig) -> Architecture:
+    model = cfg.model
+    path = model.get("path")
+    if path is not None and (Path(path).expanduser() / "config.json").is_file():
+        config = json.loads((Path(path).expanduser() / "config.json").read_text())
+        config = config.get("text_config", config)
+        return Architecture(
+            config["hidden_size"],
+            config["intermediate_size"],
+            config["num_hidden_layers"],
+            config["num_attention_heads"],
+            config.get("num_key_value_heads", config["num_attention_heads"]),
+            config["vocab_size"],
+            bool(config.get("tie_word_embeddings", False)),
+        )
+    if path in KNOWN:
+        return KNOWN[path]
+    if path is None and model.get("architecture") is not None:
+        a = model.architecture
+        return Architecture(
+            a.hidden_size,
+            a.intermediate_size,
+            a.num_hidden_layers,
+            a.num_attention_heads,
+            a.num_key_value_heads,
+            TINY_VOCAB,
+            True,
+        )
+    raise ValueError(
+        f"model.path={path!r}: unknown architecture; give a local folder with its config.json or one of {sorted(KNOWN)}"
+    )
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """The memory plan of a composed ``train`` config."""
+    arch = architecture_of(cfg)
+    if cfg.fsdp.param_dtype not in DTYPE_BYTES:
+        raise ValueError(f"fsdp.param_dtype must be one of {sorted(DTYPE_BYTES)}, got {cfg.fsdp.param_dtype!r}")
+    b = DTYPE_BYTES[cfg.fsdp.param_dtype]
+    nodes, devices = int(cfg.trainer.num_nodes), int(cfg.trainer.devices)
+    ranks = nodes * devices
+    n, n_layer, n_root = arch.parameters, arch.layer_parameters, arch.root_parameters
+    h, layers = arch.hidden_size, arch.num_hidden_layers
+    prompt, response = int(cfg.model.max_prompt_tokens), int(cfg.model.max_response_tokens)
+    tokens = max(int(cfg.data.micro_batch_tokens), prompt + response)
+    response_tokens = tokens * response // (prompt + response)
+    per_token_layer = 8 * h + 4 * arch.kv_width + 4 * arch.intermediate_size
+    backend = cfg.rollout.backend
+    rollout = "vllm" if str(backend._target_).endswith("VLLMGenerator") else "hf"
+    rows = 0 if rollout == "vllm" else int(backend.max_batch_rows)
+    kv_cache = rows * (prompt + response) * 2 * layers * arch.kv_width * b
+    return Plan(
+        model=str(cfg.model.get("path") or "tiny"),
+        architecture=arch,
+        nodes=nodes,
+        devices=devices,
+        checkpointing=bool(cfg.fsdp.activation_checkpointing),
+        tokens=tokens,
+        response_tokens=response_tokens,
+        parameters=4 * n // ranks,
+        gradients=4 * n // ranks,
+        optimizer=8 * n // ranks,
+        gathered=b * (n_root + 2 * n_layer) + 4 * n_layer,
+        activations_checkpointed=layers * tokens * h * b + tokens * per_token_layer * b,
+        activations_full=layers * tokens * per_token_layer * b,
+        logits=response_tokens * arch.vocab_size * (b + 8),
+        rollout=rollout,
+        vllm_fraction=float(backend.gpu_memory_utilization) if rollout == "vllm" else 0.0,
+        vllm_weights=2 * n // int(backend.tensor_parallel_size) if rollout == "vllm" else 0,
+        hf_generation=b * n + kv_cache + rows * arch.vocab_size * 12,
+    )
+
+
+def report(p: Plan) -> str:
+    """The plan as the lines ``python -m nft.plan`` prints."""
+    a = p.architecture
+    count = f"{a.parameters / 1e9:.2f}B" if a.parameters >= 1e9 else f"{a.parameters / 1e6:.2f}M"
+    lines = [
+        f"{p.model}: {count} parameters ({a.num_hidden_layers} layers, hidden {a.hidden_size}, vocab "
+        f"{a.vocab_size}) on {p.nodes} node(s) x {p.devices} GPUs = {p.ranks} ranks. Per GPU:",
+        "training (FSDP2, float32 master weights)",
+        _row("parameters (float32 shard)", p.parameters),
+        _row("gradients (float32 shard)", p.gradients),
+        _row("optimizer state (AdamW, float32)", p.optimizer),
+        _row("gathered weights, a layer's gradient", p.gathered),
+        _row(f"activations, {p.tokens} tokens, checkpointing", p.activations_checkpointed, _used(p.checkpointing)),
+        _row(f"activations, {p.tokens} tokens, no checkpointing", p.activations_full, _used(not p.checkpointing)),
+        _row(f"logits of {p.response_tokens} response tokens", p.logits),
+        _row("CUDA context, buffers, slack", OVERHEAD_BYTES),
+        _row("total", p.training),
+        "generation (parameters and optimizer state stay resident)",
+    ]
+    if p.rollout == "vllm":
+        lines.append(_row(f"vLLM share: {p.vllm_fraction:.2f} x GPU; its weights", p.vllm_weights))
+    else:
+        lines.append(_row("transformers: full weights, KV cache", p.hf_generation))
+    warnings = []
+    for size in GPU_SIZES_GB:
+        gpu, fits = size * 10**9, p.peak(size * 10**9) <= size * 10**9
+        lines.append(_row(f"peak on a {size} GB GPU", p.peak(gpu), "fits" if fits else "DOES NOT FIT"))
+        if not fits:
+            warnings.append(f"WARNING: does not fit a {size} GB GPU (needs {p.peak(gpu) / 1e9:.1f} GB)")
+        if p.rollout == "vllm" and p.vllm_weights > p.vllm_fraction * gpu:
+            warnings.append(f"WARNING: on a {size} GB GPU the vLLM share cannot hold its weights")
+    if warnings:
+        warnings.append(
+            "options: more GPUs (trainer.num_nodes), fewer data.micro_batch_tokens, fsdp.activation_checkpointing=true,"
+            " rollout=vllm (rollout.backend.tensor_parallel_size, gpu_memory_utilization)"
+        )
+    return "\n".join(lines + warnings)
+
+
+def _used(used: bool) -> str:
+    return "<- counted (fsdp.activation_checkpointing)" if used else ""
+
+
+def _row(label: str, value: int, note: str = "") -> str:
+    return f"  {label:<48} {value / 1e9:9.2f} GB  {note}".rstrip()
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import nft
+
+    if not any(o.startswith("trainer=") for o in overrides):
+        overrides = ["trainer=fsdp", *overrides]
+    with initialize_config_dir(config_dir=str(Path(nft.project_root()) / "conf"), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides)
+    strategy = cfg.trainer.get("strategy")
+    if strategy is None or not str(strategy.get("_target_", "")).endswith("ModelParallelStrategy"):
+        raise ValueError("nft.plan plans trainer=fsdp runs (FSDP2 under ModelParallelStrategy)")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(report(plan(compose(list(sys.argv[1:] if argv is None else argv)))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Loading a policy (model + tokenizer) from the hub or a local ``save_pretrained`` folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Policy:
+    model: torch.nn.Module
+    tokenizer: object
+    max_prompt_tokens: int
+    max_response_tokens: int
+
+    def __post_init__(self) -> None:
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context is not None and self.max_prompt_tokens + self.max_response_tokens > context:
+            raise ValueError(
+                f"model.max_prompt_tokens + model.max_response_tokens = "
+                f"{self.max_prompt_tokens} + {self.max_response_tokens} exceeds the model's context of {context} "
+                "tokens: lower one of them"
+            )
+
+
+def pretrained_policy(
+    path: str,
+    dtype: str = "bfloat16",
+    max_prompt_tokens: int = 512,
+    max_response_tokens: int = 3584,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+) -> Policy:
+    """A causal LM and its tokenizer from a hub name or a local folder, in train mode, tokenizer padding left."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, dtype), attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
+    )
+    model.train()  # from_pretrained returns eval mode
+    return Policy(model, tokenizer, max_prompt_tokens, max_response_tokens)

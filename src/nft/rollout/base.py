@@ -1,0 +1,74 @@
+"""What every generation backend provides: sampling settings in, completions (tokens, log-probs, finish reason) out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How answers are sampled. ``top_k <= 0`` and ``top_p >= 1`` switch those filters off."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (got {self.temperature}); use a small value for near-greedy")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class Completion:
+    """One sampled answer.
+
+    Attributes:
+        token_ids: [T] long, the generated tokens up to and including the stop token (if any).
+        logprobs: [T] float, behaviour log-probability of each token under the sampling policy at ``temperature``
+            (before top-p/top-k truncation, matching what the trainer recomputes).
+        finish_reason: ``"stop"`` (ended with a stop token) or ``"length"`` (cut at ``max_new_tokens``).
+    """
+
+    token_ids: torch.Tensor
+    logprobs: torch.Tensor
+    finish_reason: str
+
+
+class Generator(Protocol):
+    """A rollout backend.
+
+    ``sync(module)`` is the named weight-sync step (the module's current weights become the sampling policy);
+    ``generate`` samples ``n`` answers per prompt; ``release()`` says generation is over for now (vLLM frees its memory
+    for training; the transformers backend has nothing to free). ``seed`` is one seed per prompt, or one int from which
+    per-prompt seeds are derived by position: a prompt's answers depend only on its seed, not on the batch it is in.
+    ``tensor_parallel_size`` ranks share one engine and must call ``generate`` with the same prompts.
+    """
+
+    tensor_parallel_size: int
+
+    def sync(self, module) -> None: ...
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], n: int, sampling: SamplingParams, seed: int | Sequence[int]
+    ) -> list[list[Completion]]: ...
+
+    def release(self) -> None: ...
+
+
+def prompt_seeds(seed: int | Sequence[int], count: int) -> list[int]:
+    """One seed per prompt: ``seed`` itself when it is a sequence, else derived from ``seed`` and the position."""
+    if isinstance(seed, int):
+        return [seed * 1_000_003 + i for i in range(count)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != count:
+        raise ValueError(f"got {len(seeds)} seeds for {count} prompts")
+    return seeds

@@ -1,0 +1,206 @@
+"""The vLLM generation backend (``rollout=vllm``; ``pip install '.[vllm]'``, vllm 0.32, CUDA): colocated with training.
+
+One engine per group of ``tensor_parallel_size`` consecutive ranks, on those ranks' GPUs, started by vLLM's
+``external_launcher`` backend inside the training processes (the ranks of a group call it with the same prompts and
+get the same answers; ``nft.distributed.RolloutShard`` splits the prompts between groups and the answers within one).
+The engine starts from the policy's config with dummy weights (nothing is read from disk) and then lives through
+the run in sleep mode around training:
+
+    sync:     wake_up(tags=["weights"]) -> load_weights(bucket) for each bucket of full parameters gathered from the
+              sharded policy (``nft.rollout.weights``) -> wake_up(tags=["kv_cache"]) -> reset_prefix_cache()
+    generate: SamplingParams(n=samples_per_prompt, seed=<the prompt's seed>) over the unique prompts, with the
+              sampled tokens' log-probs
+    release:  sleep(level=2): weights and KV cache are dropped (the next sync pushes fresh weights), training gets
+              the memory back
+
+``reload_weights`` is never called: it would re-read the original checkpoint from disk and undo training.
+
+Behaviour log-probs are vLLM's ``processed_logprobs``: after temperature, and after top-k/top-p renormalisation when
+those are on. With the training defaults (top_p 1, top_k 0) they are the transformers backend's log-probs
+``log softmax(logits / temperature)``; with truncation on they differ from it (the trainer recomputes ``old_logp``
+with the training model in any case).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import tempfile
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+from nft.distributed import DTYPES, full_parameters
+from nft.rollout.base import Completion, SamplingParams, prompt_seeds
+from nft.rollout.weights import weight_buckets
+
+
+def import_vllm():
+    try:
+        import vllm
+    except ImportError as error:
+        raise ImportError(
+            "rollout=vllm needs vLLM: pip install '.[vllm]' (vllm 0.32, a CUDA GPU); or use rollout=hf"
+        ) from error
+    return vllm
+
+
+def architecture_name(model) -> str:
+    """The transformers class of ``model``, which names its vLLM implementation (FSDP2 subclasses it as FSDP<name>)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(cls.__name__ for cls in type(model).__mro__ if not issubclass(cls, FSDPModule))
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The generation config's EOS ids and the tokenizer's EOS: generation stops at any of them."""
+    stop = model.generation_config.eos_token_id
+    stop = [stop] if isinstance(stop, int) else list(stop or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
+        stop.append(tokenizer.eos_token_id)
+    if not stop:
+        raise ValueError("the tokenizer and generation config define no EOS token: generation could not stop")
+    return stop
+
+
+class VLLMGenerator:
+    """Args:
+    tensor_parallel_size: GPUs per engine (consecutive ranks; must divide the number of processes).
+    gpu_memory_utilization: fraction of each GPU the engine may take while awake (weights + KV cache).
+    dtype: the engine's weight dtype. max_model_len: None takes the model's context.
+    bucket_mb: size of a weight-sync bucket. enforce_eager: skip CUDA graphs (less memory, slower decoding).
+    engine_kwargs: more ``vllm.LLM`` arguments (e.g. max_num_seqs, max_num_batched_tokens).
+    """
+
+    def __init__(
+        self,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.6,
+        dtype: str = "bfloat16",
+        max_model_len: int | None = None,
+        bucket_mb: int = 512,
+        enforce_eager: bool = False,
+        enable_prefix_caching: bool = True,
+        show_progress: bool = False,
+        engine_kwargs: dict | None = None,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"rollout.backend.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.tensor_parallel_size = tensor_parallel_size
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.dtype = dtype
+        self.max_model_len = max_model_len
+        self.bucket_bytes = int(bucket_mb * 2**20)
+        self.enforce_eager = enforce_eager
+        self.enable_prefix_caching = enable_prefix_caching
+        self.show_progress = show_progress
+        self.engine_kwargs = dict(engine_kwargs or {})
+        self.llm = None
+        self.asleep = False
+        self.stop_ids: list[int] = []
+
+    # --- weights -----------------------------------------------------------------------------------------------------
+    def sync(self, module) -> None:
+        """Push the module's current weights into the engine (starting it on the first call)."""
+        model = module.model
+        self.stop_ids = stop_token_ids(model, module.tokenizer)
+        if self.llm is None:
+            self.llm = self._start(model)
+        if self.asleep:
+            self.llm.wake_up(tags=["weights"])
+        for bucket in weight_buckets(full_parameters(model, DTYPES[self.dtype]), self.bucket_bytes):
+            self.llm.apply_model(lambda engine_model, bucket=bucket: engine_model.load_weights(bucket))
+        if self.asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
+        self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+
+    def release(self) -> None:
+        """Generation is over until the next sync: give the GPU memory back to training."""
+        if self.llm is not None and not self.asleep:
+            self.llm.sleep(level=2)  # drop the weights too: the next sync replaces them anyway
+            self.asleep = True
+
+    def _start(self, model):
+        vllm = import_vllm()
+        _set_launcher_environment()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        if world % self.tensor_parallel_size:
+            raise ValueError(
+                f"rollout.backend.tensor_parallel_size={self.tensor_parallel_size} must divide the {world} processes"
+            )
+        folder = tempfile.mkdtemp(prefix="nft-vllm-")
+        config = copy.deepcopy(model.config)  # the architecture only: weights come from sync
+        config.architectures = [architecture_name(model)]  # unset for a model built in code (the tiny one)
+        config.save_pretrained(folder)
+        model.generation_config.save_pretrained(folder)
+        return vllm.LLM(
+            model=folder,
+            skip_tokenizer_init=True,
+            load_format="dummy",
+            dtype=self.dtype,
+            tensor_parallel_size=self.tensor_parallel_size,
+            distributed_executor_backend="external_launcher",
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_model_len=self.max_model_len,
+            enforce_eager=self.enforce_eager,
+            enable_prefix_caching=self.enable_prefix_caching,
+            enable_sleep_mode=True,
+            logprobs_mode="processed_logprobs",
+            seed=rank // self.tensor_parallel_size,  # the same within an engine's ranks
+            **self.engine_kwargs,
+        )
+
+    # --- sampling ----------------------------------------------------------------------------------------------------
+    def generate(
+        self, prompts: Sequence[Sequence[int]], n: int, sampling: SamplingParams, seed: int | Sequence[int]
+    ) -> list[list[Completion]]:
+        if self.llm is None or self.asleep:
+            raise RuntimeError("VLLMGenerator.generate called before sync(module)")
+        if not prompts:
+            return []
+        vllm = import_vllm()
+        params = [
+            vllm.SamplingParams(
+                n=n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=max(sampling.top_k, 0),
+                max_tokens=sampling.max_new_tokens,
+                seed=prompt_seed % 2**63,
+                stop_token_ids=self.stop_ids,
+                logprobs=0,  # the sampled token's log-prob only
+                detokenize=False,
+            )
+            for prompt_seed in prompt_seeds(seed, len(prompts))
+        ]
+        requests = [vllm.TokensPrompt(prompt_token_ids=list(map(int, p))) for p in prompts]
+        outputs = self.llm.generate(requests, params, use_tqdm=self.show_progress)
+        return [[_completion(answer) for answer in output.outputs] for output in outputs]
+
+
+def _completion(answer) -> Completion:
+    token_ids = list(answer.token_ids)
+    logprobs = [position[token].logprob for position, token in zip(answer.logprobs, token_ids, strict=True)]
+    return Completion(
+        torch.tensor(token_ids, dtype=torch.long),
+        torch.tensor(logprobs, dtype=torch.float32),
+        "stop" if answer.finish_reason == "stop" else "length",
+    )
+
+
+def _set_launcher_environment() -> None:
+    """What vLLM's external launcher reads: torchrun sets it; Lightning's own launcher sets only some of it."""
+    if dist.is_initialized():
+        os.environ["RANK"] = str(dist.get_rank())
+        os.environ["WORLD_SIZE"] = str(dist.get_world_size())
+        os.environ.setdefault("LOCAL_RANK", str(torch.cuda.current_device()))
+        return
+    with socket.socket() as s:  # a single process: vLLM initialises a one-rank group itself
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(port))

@@ -1,0 +1,139 @@
+"""Finding the final answer in a model response.
+
+The answer is the content of the last ``\\boxed{...}`` or ``\\fbox{...}`` (braces matched; ``\\boxed 5`` also
+works); boxes written next to it and joined only by a comma, "and"/"or" or math delimiters (``\\boxed{1}, \\boxed{-2}``)
+are read together as a list. In strict mode (DAPO's rule) a response without a box has no answer. Otherwise the
+fallbacks are tried in the order given:
+
+- ``final_answer``: the text after the last "final answer is" / "final answer:" (Minerva's and Qwen's style);
+- ``answer_line``: the last line that starts with "Answer:" (DAPO's prompt asks for this line);
+- ``last_dollar``: a ``$...$`` (or ``\\(...\\)``, ``\\[...\\]``) that ends the response;
+- ``bare``: the whole response, when it is short (at most ``MAX_BARE_CHARS``): a bare answer such as ``3/4``.
+
+Every step is linear in the length of the response, so a 100 KB response costs milliseconds whatever its content.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+BOX_COMMANDS = ("\\boxed", "\\fbox")
+MAX_BARE_CHARS = 200
+MAX_JOINED_BOXES = 8
+# What may sit between two boxes that form one list answer: separators and math delimiters, nothing else.
+_BOX_JOINER = re.compile(r"\s*\$*\s*(?:,|;|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\})?\s*\$*\s*,?\s*")
+_FINAL_ANSWER = re.compile(r"final answer\s*(?:is|:)\s*:?", re.IGNORECASE)
+_ANSWER_LINE = re.compile(r"^[ \t*#]*answer[ \t*]*:", re.IGNORECASE | re.MULTILINE)
+# A period ends a sentence when whitespace or the end follows it (not a decimal point).
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|\sI hope")
+_MATH_DELIMITERS = (("$$", "$$"), ("\\]", "\\["), ("\\)", "\\("), ("$", "$"))  # closing, opening; `$$` before `$`
+
+
+def _match_brace(text: str, open_at: int, stop: int) -> int | None:
+    """Index of the ``}`` closing the ``{`` at ``open_at``, searching before ``stop``; None if unclosed."""
+    depth = 0
+    for j in range(open_at, stop):
+        char = text[j]
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
+
+
+def _box_before(text: str, stop: int) -> tuple[int, int, str] | None:
+    """The last complete box that starts before ``stop``: (start, end, content), end exclusive."""
+    start = max(text.rfind(command, 0, stop) for command in BOX_COMMANDS)
+    if start < 0:
+        return None
+    command = "\\boxed" if text.startswith("\\boxed", start) else "\\fbox"
+    i = start + len(command)
+    while i < stop and text[i] in " \t":
+        i += 1
+    if i < stop and text[i] == "{":
+        close = _match_brace(text, i, stop)
+        return None if close is None else (start, close + 1, text[i + 1 : close])
+    if i > start + len(command):  # `\boxed 5`: the token after the command
+        token = re.match(r"[^\s$]+", text[i:stop])
+        return (start, i + token.end(), token.group()) if token else None
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}``/``\\fbox{...}``, with adjacent boxes joined by commas; None if none."""
+    box = _box_before(text, len(text))
+    if box is None:
+        return None
+    parts = [box[2]]
+    start = box[0]
+    while len(parts) < MAX_JOINED_BOXES:
+        earlier = _box_before(text, start)
+        # The length check keeps the joiner regex off long gaps (its optional parts would backtrack there).
+        if earlier is None or start - earlier[1] > 40 or not _BOX_JOINER.fullmatch(text, earlier[1], start):
+            break
+        parts.append(earlier[2])
+        start = earlier[0]
+    return ",".join(reversed(parts))
+
+
+def _after_final_answer(text: str) -> str | None:
+    matches = list(_FINAL_ANSWER.finditer(text))
+    if not matches:
+        return None
+    rest = text[matches[-1].end() :].lstrip()
+    end = _SENTENCE_END.search(rest)
+    return rest[: end.start()] if end else rest
+
+
+def _answer_line(text: str) -> str | None:
+    matches = list(_ANSWER_LINE.finditer(text))
+    if not matches:
+        return None
+    return text[matches[-1].end() :].split("\n", 1)[0].strip(" \t*")
+
+
+def _last_dollar(text: str) -> str | None:
+    """The math span that ends the response: ``$...$``, ``$$...$$``, ``\\(...\\)`` or ``\\[...\\]``."""
+    text = text.rstrip(" \t\n.")
+    for closing, opening in _MATH_DELIMITERS:
+        if text.endswith(closing):
+            end = len(text) - len(closing)
+            start = text.rfind(opening, 0, end)
+            return None if start < 0 else text[start + len(opening) : end]
+    return None
+
+
+def _bare(text: str) -> str | None:
+    return text if len(text.strip()) <= MAX_BARE_CHARS else None
+
+
+FALLBACKS: dict[str, Callable[[str], str | None]] = {
+    "final_answer": _after_final_answer,
+    "answer_line": _answer_line,
+    "last_dollar": _last_dollar,
+    "bare": _bare,
+}
+DEFAULT_FALLBACKS = ("final_answer", "answer_line", "last_dollar", "bare")
+
+
+def check_fallbacks(fallbacks: Sequence[str]) -> tuple[str, ...]:
+    """The fallback names as a tuple; a ValueError names any unknown one."""
+    unknown = [name for name in fallbacks if name not in FALLBACKS]
+    if unknown:
+        raise ValueError(f"verifier.fallbacks: unknown {unknown}; choose from {sorted(FALLBACKS)}")
+    return tuple(fallbacks)
+
+
+def extract_answer(response: str, strict: bool = False, fallbacks: Sequence[str] = DEFAULT_FALLBACKS) -> str | None:
+    """The final answer in ``response``: the last box, else (unless ``strict``) the first fallback that finds one."""
+    boxed = last_boxed(response)
+    if boxed is not None or strict:
+        return boxed
+    for name in fallbacks:
+        found = FALLBACKS[name](response)
+        if found is not None and found.strip():
+            return found
+    return None

@@ -1,0 +1,307 @@
+"""Grading one answer: extract the final answer, decide cheaply when possible, else ask math-verify (sympy).
+
+Conventions (graders differ; these are ours):
+
+- Extraction: the last ``\\boxed{}``; in strict mode (DAPO's rule, the training default) nothing else, otherwise
+  the fallbacks of ``nft.verify.extract``. References may be bare, ``$...$``-wrapped or boxed.
+- Formatting never matters: ``$``, ``\\left``/``\\right``, LaTeX spacing, ``\\dfrac``, outer braces, a final
+  period, thousands separators (``10,\\!080``), leading zeros (AIME's ``025``), degree signs (``90^\\circ`` is
+  ``90``), and a unit in ``\\text{}``/``\\mbox{}`` after a value (``5.4 \\text{ cents}`` is ``5.4``): units are
+  ignored, not converted (``10\\text{ cm}`` also matches ``10``), as in MATH's grading.
+- Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, ``4.5e33``, ``4.5\\times10^{33}``) compare as
+  exact rationals: ``0.75`` matches ``\\frac{3}{4}``, ``0.333`` and ``0.333333`` do not match ``\\frac{1}{3}``.
+  Tolerance: when the reference is written as a decimal (Minerva's ``4.5e33``, ``0.49``), the two must agree to
+  half a unit in the last digit of the less precise of the two, and that precision must keep 3 significant digits
+  (or all of the reference's): ``4.49e33`` and ``0.4896`` match, ``3e-6`` does not match ``2.7778e-6`` (math-verify's
+  6-decimal rounding accepts it), nor ``.35626`` ``.35625`` (a relative tolerance of 1e-4, as in Qwen2.5-Math's
+  evaluation, accepts it). OlympiadBench's per-problem ``error`` field is not used.
+- Percent: ``25\\%`` matches ``25\\%``, ``25`` and ``0.25``; a reference ``25`` matches ``25\\%`` but not ``0.25``.
+- Lists: a bare list or ``\\{...\\}`` is a set (order free, as math-verify reads it); ``(...)``/``[...]`` are
+  ordered tuples or intervals, and their bracket types must agree (``(3,4]`` is not ``(3,4)``).
+- Equations: ``x = 3`` matches ``3`` and ``3`` matches ``x = 3`` (``y = 2x + 1`` and ``2x + 1`` alike); two
+  assignments to different variables differ (``x = 3`` is not ``y = 3``).
+- Multiple choice: a reference letter A-E (``(B)``, ``\\text{(B)}``) is matched by the same letter in any of
+  those forms, case-insensitively, or by ``(B)`` followed by the option's text; anything else is wrong.
+- Text answers (a reference in ``\\text{}`` such as ``\\text{Evelyn}``) compare as words, case-insensitively.
+- Everything else (radicals, pi, expressions, intervals with expressions, matrices, inequalities) is decided by
+  math-verify's ``verify`` with its defaults (floats rounded to 6 decimals there), after one shortcut: two
+  expressions whose values clearly differ at a generic point are different without ``simplify``.
+
+Departures from the reference code (NVlabs/NFT ``verifier.py``: math-verify's ``math_metric``, the reference
+wrapped in ``\\boxed{}``, the prediction extracted anywhere in the response by math-verify's LaTeX and expression
+patterns): only the final answer is extracted (the last box, or the named fallbacks), never an intermediate
+result; plain numbers, choices and text answers follow the rules above, not sympy's; math-verify's string fallback
+(a piece of text it could not parse, sometimes truncated) never counts as a match.
+
+Bounds: an extracted answer over ``MAX_ANSWER_CHARS``, or with NUL/control characters or lone surrogates, or
+whose evaluation could explode before any timeout can act (a numeric power tower such as ``9^{9^{9^{9}}}``, an
+exponent of 100000 or more, a factorial of 100000 or more, nesting deeper than ``MAX_NESTING``) is wrong without
+reaching sympy. math-verify runs with its own timeouts off (its SIGALRM would cancel ours) under one
+``deadline`` for the whole symbolic step: an interval timer, so only in a main thread. C-level hangs ignore
+signals; ``nft.verify.pool`` runs this in worker processes that are killed past their deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+from math_verify import LatexExtractionConfig, parse, verify
+from sympy import Expr, Rational, Symbol, UnevaluatedExpr
+from sympy import Number as SympyNumber
+
+from nft.verify.extract import DEFAULT_FALLBACKS, extract_answer, last_boxed
+from nft.verify.normalize import (
+    Number,
+    bracket_partners,
+    canonical,
+    choice_letter,
+    parse_value,
+    split_assignment,
+    text_answer,
+    values_equal,
+)
+
+MAX_ANSWER_CHARS = 1000
+MAX_NESTING = 30
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+_BIG_EXPONENT = re.compile(r"\^\s*\{?\s*[+-]?\d{6}")
+_BIG_FACTORIAL = re.compile(r"\d{6}[\s)}]*!|!\s*!\s*!")
+_COMMAND = re.compile(r"\\[a-zA-Z]+")
+_SCIENTIFIC = re.compile(r"(?<=\d)[eE]([+-]?\d+)(?![a-zA-Z])")
+
+
+class _NoTimeoutWarning(logging.Filter):
+    """math-verify warns once per process that its timeouts are off; here that is on purpose (see the docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_NoTimeoutWarning())
+
+
+class VerifierTimeout(BaseException):
+    """The deadline passed. A BaseException, so that math-verify's and sympy's ``except Exception`` let it through."""
+
+
+@contextmanager
+def deadline(seconds: float):
+    """Raise ``VerifierTimeout`` in the block after ``seconds`` (main thread only; elsewhere no limit is set).
+
+    An outer interval timer is restored, less the time spent here, instead of being cancelled."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise VerifierTimeout
+
+    start = time.monotonic()
+    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+    previous_delay, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_delay:
+            signal.setitimer(signal.ITIMER_REAL, max(1e-3, previous_delay - (time.monotonic() - start)))
+
+
+def unsafe_reason(text: str) -> str | None:
+    """Why ``text`` must not reach sympy (too long, control characters, a power tower, ...), or None if it may."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return "too long"
+    if _CONTROL.search(text):
+        return "control character or surrogate"
+    if _BIG_EXPONENT.search(text) or _BIG_FACTORIAL.search(text):
+        return "huge exponent or factorial"
+    depth = deepest = 0
+    for char in text:
+        depth += (char == "{") - (char == "}")
+        deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        return "nested too deeply"
+    return "power tower" if _has_numeric_tower(text) else None
+
+
+def _has_numeric_tower(text: str) -> bool:
+    """An exponent (or a factorial's argument) that holds another exponent or factorial and no variable: such a
+    value can have billions of digits. Also a double superscript (``9^9^9``)."""
+    partner = bracket_partners(text)
+    for i, char in enumerate(text):
+        if char == "^":
+            j = i + 1
+            end = partner.get(j, len(text)) if text[j : j + 1] == "{" else j
+            argument = text[j + 1 : end] if end > j else text[j : j + 1]
+            if text[end + 1 : end + 2] == "^":
+                return True
+        elif char == "!" and i > 0 and text[i - 1] in ")}" and i - 1 in partner:
+            argument = text[partner[i - 1] + 1 : i - 1]
+        else:
+            continue
+        if ("^" in argument or "!" in argument) and not re.search("[a-zA-Z]", _COMMAND.sub("", argument)):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference answer read once: its canonical text and whatever cheap reading applies to it."""
+
+    text: str
+    variable: str | None  # `x` for `x=3`
+    value: object  # a normalize.Number or normalize.Sequence for plain values (of the right-hand side), else None
+    choice: str | None
+    words: str | None
+    symbolic: str  # what math-verify parses: the right-hand side, numbers written exactly
+
+
+@lru_cache(maxsize=4096)
+def read_reference(answer: str) -> Reference | None:
+    """The reference ``answer`` (bare, ``$...$`` or boxed) read once; None when it is empty or unsafe."""
+    boxed = last_boxed(answer)
+    text = canonical(boxed if boxed is not None else answer)
+    if not text or unsafe_reason(text):
+        return None
+    variable, right = split_assignment(text)
+    value = parse_value(right)
+    return Reference(text, variable, value, choice_letter(text), text_answer(text, True), _symbolic(right, value))
+
+
+def _symbolic(text: str, value: object = None) -> str:
+    """``text`` as math-verify should read it: an exact number as an integer or ``\\frac``, ``4.5e33`` (which it
+    would read as 4.5 * e * 33) as ``4.5\\times10^{33}``."""
+    if isinstance(value, Number) and isinstance(value.value, Fraction) and value.ulp is None:
+        number = value.value
+        body = f"\\frac{{{number.numerator}}}{{{number.denominator}}}" if number.denominator > 1 else str(number)
+        return body + ("%" if value.percent else "")
+    return _SCIENTIFIC.sub(r"\\times10^{\1}", text)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The cheap step's outcome: a verdict, or None with the two answers that math-verify must compare."""
+
+    verdict: bool | None
+    predicted: str = ""
+    reference: str = ""
+    rejected: bool = False
+
+
+def fast_judgement(
+    response: str, answer: str, strict: bool = False, fallbacks: Sequence[str] = DEFAULT_FALLBACKS
+) -> Judgement:
+    """Extract and compare without sympy: identical canonical text, plain numbers and lists, choices, text."""
+    reference = read_reference(answer)
+    if reference is None:
+        return Judgement(False, rejected=True)
+    found = extract_answer(response, strict, fallbacks)
+    if found is None:
+        return Judgement(False)
+    if len(found) > 4 * MAX_ANSWER_CHARS:  # no need to normalise 100 KB to know it is too long
+        return Judgement(False, rejected=True)
+    predicted = canonical(found)
+    if not predicted:
+        return Judgement(False)
+    if predicted == reference.text:
+        return Judgement(True)
+    if unsafe_reason(predicted):
+        return Judgement(False, rejected=True)
+    if reference.choice is not None:
+        return Judgement(choice_letter(predicted, loose=True) == reference.choice)
+    if reference.words is not None:
+        return Judgement(text_answer(predicted, wrapped_only=False) == reference.words)
+    variable, right = split_assignment(predicted)
+    if variable is not None and reference.variable is not None and variable != reference.variable:
+        return Judgement(False)  # `x = 3` is not `y = 3`; otherwise the variable is dropped (`x = 3` is `3`)
+    value = parse_value(right) if reference.value is not None else None
+    verdict = values_equal(value, reference.value) if value is not None else None
+    return Judgement(verdict, _symbolic(right), reference.symbolic)
+
+
+@lru_cache(maxsize=1024)
+def _parse_reference(text: str) -> list:
+    return _parse(text)
+
+
+def _parse(text: str) -> list:
+    # A percent sign must follow the closing `$` for math-verify to read it.
+    latex = f"${text[:-1]}$%" if text.endswith("%") else f"${text}$"
+    return parse(latex, (LatexExtractionConfig(),), parsing_timeout=None)
+
+
+def symbolic_verdict(predicted: str, reference: str) -> bool:
+    """math-verify's equivalence of two canonical answers (the reference parsed once per process and cached)."""
+    # Only what parsed into sympy: math-verify's string fallback can be a truncated piece of the answer, and two
+    # identical answers were already matched on their canonical text.
+    gold = [item for item in _parse_reference(reference) if not isinstance(item, str)]
+    target = [item for item in _parse(predicted) if not isinstance(item, str)]
+    if not gold or not target or all(_clearly_different(g, t) for g in gold for t in target):
+        return False
+    return bool(verify(gold, target, timeout_seconds=None))
+
+
+def _clearly_different(gold, target) -> bool:
+    """Two expressions (not numbers, symbols, percentages, sets or relations: math-verify reads those its own way)
+    whose values differ at a generic point. For them math-verify would go on to ``simplify(gold - target)``, the
+    slowest step of grading a wrong answer, which cannot make a nonzero value zero."""
+    if not all(isinstance(x, Expr) and not isinstance(x, SympyNumber | Symbol) for x in (gold, target)):
+        return False
+    if gold.has(UnevaluatedExpr) or target.has(UnevaluatedExpr):
+        return False
+    symbols = sorted(gold.free_symbols | target.free_symbols, key=str)
+    point = {symbol: Rational(7 + 3 * i, 11 + 4 * i) for i, symbol in enumerate(symbols)}
+    try:
+        values = [x.subs(point).evalf(30) for x in (gold, target)]
+    except Exception:  # noqa: BLE001 - no claim; math-verify decides
+        return False
+    if not all(isinstance(value, SympyNumber) for value in values):  # complex, infinite or not numeric: no claim
+        return False
+    return bool(abs(values[0] - values[1]) > 1e-12 * (1 + abs(values[0]) + abs(values[1])))
+
+
+def clear_caches() -> None:
+    """Forget the references read and parsed so far (benchmarks use it to time cold batches)."""
+    read_reference.cache_clear()
+    _parse_reference.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def warm_up() -> None:
+    """One symbolic comparison, so that forked workers inherit sympy's and the LaTeX parser's warm state (the first
+    comparison in a process costs most of a second)."""
+    symbolic_verdict("x+1", "1+x")
+
+
+def grade(
+    response: str,
+    answer: str,
+    timeout: float = 5.0,
+    strict: bool = False,
+    fallbacks: Sequence[str] = DEFAULT_FALLBACKS,
+) -> bool:
+    """Whether ``response`` (a full response or a bare answer) matches the reference ``answer``. Never raises.
+
+    The symbolic step stops after ``timeout`` seconds in a main thread; ``nft.verify.is_correct`` and
+    ``MathVerifier`` bound the whole call from any thread."""
+    try:
+        judgement = fast_judgement(response, answer, strict, fallbacks)
+        if judgement.verdict is not None:
+            return judgement.verdict
+        with deadline(timeout):
+            return symbolic_verdict(judgement.predicted, judgement.reference)
+    except VerifierTimeout:
+        return False
+    except Exception:  # noqa: BLE001 - a grader error must cost one answer, never the run
+        return False

@@ -1,0 +1,247 @@
+"""Cheap, exact readings of an answer string: canonical text, plain numbers and lists, choices, text answers.
+
+They decide most comparisons without sympy (the fast path of ``nft.verify.grader``), and make plain numbers compare
+by the conventions in the grader's docstring rather than by sympy's float rounding. Everything here is bounded:
+no regex with nested unbounded quantifiers, exponents of at most ``MAX_EXPONENT``, nesting of at most
+``MAX_DEPTH``; the grader caps the answer length before calling in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+MAX_EXPONENT = 400  # 10^400 is far beyond any answer; a bigger exponent is not read as a plain number
+MAX_DEPTH = 3  # lists of lists of lists
+MIN_DIGITS = 3  # a decimal answer must keep this many significant digits (or all of the reference's) to match
+
+_UNICODE = str.maketrans({"\u2212": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u03c0": "\\pi ", "\u00b0": ""})
+_DELIMITERS = re.compile(r"\\[()\[\]]|\\?\$")
+_SPACING = re.compile(r"\\[,;:!]|(?<!\\)\\(?=\s)|\\q?quad(?![a-zA-Z])|\\(?:display|text)style(?![a-zA-Z])|~")
+_SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])\.?")
+_FRAC_VARIANTS = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![a-zA-Z])")
+_PERCENT = re.compile(r"\\?%|\\text\{\s*percent\s*\}")
+# A unit in text after a value: `5.4 \text{ cents}`, `15\mbox{ cm}^2`, `\frac{270}7\text{ degrees}`.
+_TEXT_UNIT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm)\s*\{\s*[a-zA-Z][a-zA-Z ./]*\}(?:\^\{?\d\}?)?$")
+_COMMAND_SPACE = re.compile(r"(\\[a-zA-Z]+) +(?![a-zA-Z])")  # LaTeX ignores spaces after a control word
+_INNER_SPACE = re.compile(r"(?<![a-zA-Z0-9]) +| +(?![a-zA-Z0-9])")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{")
+
+_DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+|\d+)"  # thousands separated by commas or spaces, or none
+_DECIMAL = rf"(?:{_DIGITS}(?:\.\d*)?|\.\d+)"
+_EXPONENT = r"(?:[eE](?P<e>[+-]?\d+)|\\(?:times|cdot) ?10\^\{?(?P<p>[+-]?\d+)\}?)"
+_NUMBER = re.compile(rf"(?P<sign>[+-]?)(?P<m>{_DECIMAL}){_EXPONENT}?")
+_POWER_OF_TEN = re.compile(r"(?P<sign>[+-]?)10\^\{?(?P<p>[+-]?\d+)\}?")
+_FRACTION = re.compile(
+    r"(?P<sign>[+-]?)\\frac(?:\{(?P<a>[^{}]+)\}|(?P<a1>\d))(?:\{(?P<b>[^{}]+)\}|(?P<b1>\d))"
+    r"|(?P<a2>[^/]+)/(?P<b2>[^/]+)"
+)
+_INFINITY = {"\\infty": 1, "+\\infty": 1, "-\\infty": -1}
+_CHOICE = re.compile(r"\(?([A-Ea-e])\)?")
+_CHOICE_PREFIX = re.compile(r"(?:\\(?:text|textbf|mathrm|mathbf)\{)?\(([A-Ea-e])\)(?!\}?[-+*/^=])")
+_WORDS = re.compile(r"[A-Za-z][A-Za-z0-9 ,'-]*")
+_ASSIGNMENT = re.compile(r"([a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+)=([^=<>]+)")
+
+
+def canonical(answer: str) -> str:
+    """The answer with what never changes its value removed: math delimiters, ``\\left``/``\\right``, LaTeX
+    spacing, degree signs, a ``\\text{}`` unit after a value, redundant spaces, a final period and outer braces.
+    ``\\dfrac`` becomes ``\\frac``; a percent sign stays, as a bare ``%``."""
+    text = answer.translate(_UNICODE).replace("\n", " ").replace("\t", " ")
+    for pattern, replacement in (
+        (_DELIMITERS, ""),
+        (_SPACING, ""),
+        (_SIZING, ""),
+        (_FRAC_VARIANTS, r"\\frac"),
+        (_DEGREES, ""),
+        (_PERCENT, "%"),
+    ):
+        text = pattern.sub(replacement, text)
+    text = _INNER_SPACE.sub("", _COMMAND_SPACE.sub(r"\1", " ".join(text.split())))
+    text = _TEXT_UNIT.sub("", text).rstrip(".")
+    partners, start, end = bracket_partners(text), 0, len(text) - 1
+    while start < end and text[start] == "{" and partners.get(start) == end:
+        start, end = start + 1, end - 1
+    return text[start : end + 1]
+
+
+def bracket_partners(text: str) -> dict[int, int]:
+    """The index of each matched bracket's partner, both ways, any of ``()[]{}`` (one pass: a bracket matcher
+    called in a loop would be quadratic, and the input is adversarial)."""
+    partners, stack = {}, []
+    for i, char in enumerate(text):
+        if char in "([{":
+            stack.append(i)
+        elif char in ")]}" and stack:
+            opening = stack.pop()
+            partners[opening], partners[i] = i, opening
+    return partners
+
+
+@dataclass(frozen=True)
+class Number:
+    """A plain number: its value (a float only for +-infinity); for a decimal, the unit of its last written digit
+    (``ulp``, 0.01 for ``0.49``) and its significant digits; whether written with ``%``."""
+
+    value: Fraction | float
+    ulp: Fraction | None = None  # None: exact (an integer or a fraction)
+    digits: int = 0
+    percent: bool = False
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """A list of plain values; ``kind`` is its bracket pair (``()``, ``(]``, ...) or ``set`` (``\\{..\\}``, bare)."""
+
+    kind: str
+    items: tuple
+
+
+def parse_number(text: str) -> Number | None:
+    """``text`` (canonical) as a plain number, or None. Reads integers (leading zeros, thousands separators),
+    decimals, scientific notation (``4.5e33``, ``4.5\\times10^{33}``, ``10^{-5}``), fractions of those
+    (``\\frac{3}{4}``, ``-1./3``), ``\\infty`` and a final ``%``."""
+    percent = text.endswith("%")
+    text = text.removesuffix("%")
+    if text in _INFINITY:
+        return Number(_INFINITY[text] * float("inf"), percent=percent)
+    plain = _plain_number(text)
+    if plain is not None:
+        return Number(*plain, percent=percent)
+    match = _FRACTION.fullmatch(text)
+    if match is None:
+        return None
+    numerator = _plain_number(match["a"] or match["a1"] or match["a2"])
+    denominator = _plain_number(match["b"] or match["b1"] or match["b2"])
+    if numerator is None or denominator is None or denominator[0] == 0:
+        return None
+    value = numerator[0] / denominator[0]  # a ratio is exact, even of decimals (Minerva's `-1./3`)
+    return Number(-value if match["sign"] == "-" else value, percent=percent)
+
+
+def _plain_number(text: str) -> tuple[Fraction, Fraction | None, int] | None:
+    """An integer, decimal or scientific number as (value, ulp or None if exact, significant digits)."""
+    match = _NUMBER.fullmatch(text) or _POWER_OF_TEN.fullmatch(text)
+    if match is None:
+        return None
+    groups = match.groupdict()
+    exponent = groups.get("e") or groups.get("p") or "0"
+    if len(exponent) > 4 or abs(int(exponent)) > MAX_EXPONENT:
+        return None
+    mantissa = (groups.get("m") or "1").replace(",", "").replace(" ", "")
+    scale = Fraction(10) ** int(exponent)
+    value = Fraction(mantissa) * scale
+    ulp = None
+    if "." in mantissa or groups.get("e") is not None:
+        ulp = scale / 10 ** len(mantissa.partition(".")[2])
+    digits = len(mantissa.replace(".", "").lstrip("0"))
+    return (-value if groups["sign"] == "-" else value), ulp, digits
+
+
+def parse_value(text: str, depth: int = 0) -> Number | Sequence | None:
+    """A plain number, or a list of plain values (tuple, interval, set or bare comma list); None otherwise."""
+    number = parse_number(text)
+    if number is not None or depth >= MAX_DEPTH:
+        return number
+    kind, inner = _container(text)
+    parts = _split_top_level(inner)
+    if kind == "set" and len(parts) < 2 and not text.startswith("\\{"):
+        return None
+    items = tuple(parse_value(part, depth + 1) for part in parts)
+    return None if None in items else Sequence(kind, items)
+
+
+def _container(text: str) -> tuple[str, str]:
+    """(bracket pair or ``set``, the text inside) for a bracketed list; (``set``, text) for a bare one."""
+    partners = bracket_partners(text)
+    if text.startswith("\\{") and text.endswith("\\}") and partners.get(1) == len(text) - 1:
+        return "set", text[2:-2]
+    if len(text) >= 2 and text[0] in "([" and text[-1] in ")]" and partners.get(0) == len(text) - 1:
+        return text[0] + text[-1], text[1:-1]
+    return "set", text
+
+
+def _split_top_level(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets and braces."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def numbers_equal(predicted: Number, gold: Number) -> bool:
+    """Same value, to the precision of a decimal reference; ``%`` on one side only may mean /100."""
+    candidates = [(predicted.value, predicted.ulp)]
+    if predicted.percent != gold.percent and isinstance(predicted.value, Fraction):
+        # 25% is 0.25, and "25" answers a question asking for a percentage as well as "25%" does.
+        factor = Fraction(1, 100) if predicted.percent else Fraction(100)
+        candidates.append((predicted.value * factor, predicted.ulp and predicted.ulp * factor))
+    return any(_close(value, ulp, gold) for value, ulp in candidates)
+
+
+def _close(value: Fraction | float, ulp: Fraction | None, gold: Number) -> bool:
+    """Equal; or, when the reference is a decimal, within half a unit of the last digit of the coarser of the two,
+    provided that this coarser precision keeps ``MIN_DIGITS`` significant digits (or all of the reference's)."""
+    if gold.ulp is None or not isinstance(value, Fraction) or not isinstance(gold.value, Fraction):
+        return value == gold.value
+    unit = max(ulp or 0, gold.ulp)
+    if gold.value and unit * 10 ** (min(MIN_DIGITS, gold.digits) - 1) > abs(gold.value):
+        return False
+    return 2 * abs(value - gold.value) <= unit
+
+
+def values_equal(predicted: Number | Sequence, gold: Number | Sequence) -> bool | None:
+    """True/False when two plain values compare without sympy; None when sympy must decide."""
+    if isinstance(predicted, Number) and isinstance(gold, Number):
+        return numbers_equal(predicted, gold)
+    if not (isinstance(predicted, Sequence) and isinstance(gold, Sequence)):
+        return None
+    if predicted.kind != gold.kind:  # two different bracket pairs are different objects; a set vs a tuple is not clear
+        return False if "set" not in (predicted.kind, gold.kind) else None
+    if gold.kind != "set":
+        if len(predicted.items) != len(gold.items):
+            return False
+        verdicts = [values_equal(p, g) for p, g in zip(predicted.items, gold.items, strict=True)]
+        return None if None in verdicts else all(verdicts)
+    table = [[values_equal(p, g) for g in gold.items] for p in predicted.items]
+    if any(None in row for row in table):
+        return None
+    return all(any(row) for row in table) and all(any(column) for column in zip(*table, strict=True))
+
+
+def unwrap_text(text: str) -> str:
+    """``\\text{...}`` (or ``\\textbf``, ``\\mathrm``, ...) around the whole answer removed, repeatedly."""
+    partners, start, end = bracket_partners(text), 0, len(text)
+    while (match := _TEXT_WRAPPER.match(text, start, end)) and partners.get(match.end() - 1) == end - 1:
+        start, end = match.end(), end - 1
+    return text[start:end].strip()
+
+
+def choice_letter(text: str, loose: bool = False) -> str | None:
+    """A multiple-choice letter A-E written ``B``, ``(B)`` or ``\\text{(B)}``; ``loose`` also reads ``(B) 12``
+    (the option's text after the letter, but not an operator: ``(B)+1`` is no choice)."""
+    inner = unwrap_text(text)
+    match = _CHOICE.fullmatch(inner) or (_CHOICE_PREFIX.match(inner) if loose else None)
+    return match.group(1).upper() if match else None
+
+
+def text_answer(text: str, wrapped_only: bool) -> str | None:
+    """The words of a text answer (``\\text{Evelyn}``), lower-cased; bare words count unless ``wrapped_only``."""
+    inner = unwrap_text(text)
+    if (wrapped_only and inner == text) or len(inner) < 2 or not _WORDS.fullmatch(inner):
+        return None
+    return " ".join(inner.lower().split())
+
+
+def split_assignment(text: str) -> tuple[str | None, str]:
+    """``x=3`` as (``x``, ``3``); anything else as (None, text)."""
+    match = _ASSIGNMENT.fullmatch(text)
+    return (match.group(1), match.group(2)) if match else (None, text)

@@ -1,0 +1,118 @@
+"""FSDP2 data parallelism on CPU with two gloo ranks, always in subprocesses (never a multi-process strategy in pytest).
+
+The end-to-end test runs the real ``src/train.py`` with ``trainer=fsdp`` (Lightning's ModelParallelStrategy relaunches
+the script for rank 1, as on a GPU node) and compares its per-step losses with ``src/train.py`` in one process on the
+same prompts, then resumes from the sharded checkpoint of the first epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from .conftest import ROOT
+
+# Several optimizer steps per epoch (old_logp), several micro-batches per step with different counts on the two ranks
+# (padding), one small evaluation at the end (each rank its share), a checkpoint every epoch.
+TOY_RUN = [
+    "trainer.max_epochs=2",
+    "data.groups_per_step=16",
+    "data.micro_batch_tokens=2048",
+    "callbacks.benchmark_eval.at_start=false",
+    "callbacks.benchmark_eval.eval_every=0",
+    "benchmarks.toy.limit=16",
+    "callbacks.checkpoint.every_n_epochs=1",
+    "callbacks.checkpoint.save_top_k=-1",
+]
+TWO_RANKS = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "fsdp.param_dtype=float32"]
+
+
+def run_script(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    # One thread per process: the two ranks share two cores (and oversubscribed OpenMP threads crawl).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def logged_steps(run_dir) -> dict[int, dict[str, float]]:
+    """step -> the training metrics logged at that step (rank zero's CSV)."""
+    with (run_dir / "logs" / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    return {int(r["step"]): {k: float(r[k]) for k in ("train/loss", "train/grad_norm")} for r in rows}
+
+
+def logged_epochs(run_dir) -> list[dict[str, float]]:
+    with (run_dir / "logs" / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("rollout/accuracy")]
+    return [{k: float(r[k]) for k in ("rollout/accuracy", "rollout/groups", "rollout/steps")} for r in rows]
+
+
+def test_sharded_gradients_generation_and_weight_streaming(tmp_path):
+    run_script([str(ROOT / "tests" / "dist_fsdp_units.py"), str(tmp_path)], timeout=300)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for result in ranks:
+        assert result["micro_batches"][0] != result["micro_batches"][1]  # padding had to even them out
+        assert result["grad_error"] <= 1e-5 * result["grad_scale"]  # 2 ranks x their groups == 1 x all groups
+        assert result["weights_equal"] and result["bucketed_names"] and result["buckets"] > 1
+        assert result["architecture"] == "Qwen2ForCausalLM"
+        assert result["same_answers"]
+    assert [r["answers"] for r in ranks] == [3, 9]  # one prompt vs three: different numbers of forwards, no hang
+
+
+def test_two_ranks_train_like_one_process_and_resume_from_the_sharded_checkpoint(tmp_path):
+    run_script(["src/train.py", *TOY_RUN, f"hydra.run.dir={tmp_path / 'one'}"])  # trainer=cpu: one process
+    two = tmp_path / "two"
+    run_script(["src/train.py", *TWO_RANKS, *TOY_RUN, f"hydra.run.dir={two}"])
+
+    expected, got = logged_steps(tmp_path / "one"), logged_steps(two)
+    assert len(expected) >= 4 and sorted(got) == sorted(expected)
+    for step in expected:  # the same answers, batches and updates: float-level differences only
+        assert got[step]["train/loss"] == pytest.approx(expected[step]["train/loss"], rel=1e-4, abs=1e-7), step
+        assert got[step]["train/grad_norm"] == pytest.approx(expected[step]["train/grad_norm"], rel=1e-3), step
+    assert any(abs(s["train/loss"]) > 1e-4 for s in expected.values())  # not a curve of zeros
+    assert logged_epochs(two) == logged_epochs(tmp_path / "one")  # same answers verified, same groups kept
+
+    first_epoch = sorted((two / "checkpoints").glob("epoch=0-*.ckpt"))
+    assert len(first_epoch) == 1 and first_epoch[0].is_dir()  # a sharded (distributed) checkpoint
+    resumed = tmp_path / "resumed"
+    run_script(["src/train.py", *TWO_RANKS, *TOY_RUN, f'ckpt_path="{first_epoch[0]}"', f"hydra.run.dir={resumed}"])
+    again = logged_steps(resumed)
+    second_epoch = {step: got[step] for step in got if step >= min(again)}
+    assert sorted(again) == sorted(second_epoch) and len(again) >= 2
+    for step, values in again.items():
+        assert values == pytest.approx(second_epoch[step], rel=1e-5, abs=1e-8), step
+
+    exported = AutoModelForCausalLM.from_pretrained(two / "export")  # gathered from the shards by rank 0
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "export")
+    for (name, p), (_, q) in zip(exported.named_parameters(), reference.named_parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fsdp_trains_in_bfloat16_on_cuda(tmp_path):
+    devices = min(torch.cuda.device_count(), 2)
+    run_script(["src/train.py", "trainer=fsdp", f"trainer.devices={devices}", *TOY_RUN, f"hydra.run.dir={tmp_path}"])
+    steps = logged_steps(tmp_path)
+    assert len(steps) >= 4 and all(torch.isfinite(torch.tensor(list(s.values()))).all() for s in steps.values())
+    assert (tmp_path / "export" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_with_two_ranks_runs_each_job_once_in_its_folder(tmp_path):
+    """Lightning relaunches rank 1 from the command line; under -m it must run its job, not the sweep again."""
+    sweep = ["trainer.max_epochs=1", "data.groups_per_step=32,64", "callbacks.benchmark_eval.at_start=false"]
+    run_script(["src/train.py", "-m", *TWO_RANKS, *sweep, "benchmarks.toy.limit=8", f"hydra.sweep.dir={tmp_path}"])
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(jobs) == 2
+    for job, steps in zip(jobs, (2, 1), strict=True):  # 64 groups in steps of 32, then of 64
+        assert (job / "train_ddp_process_1.log").is_file()  # rank 1 of this job wrote here
+        assert len(logged_steps(job)) == steps

@@ -1,0 +1,83 @@
+"""The memory planner against hand-computed numbers (formulas in the nft.plan docstring)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nft.plan import KNOWN, architecture_of, compose, plan
+from nft.toy import build_tiny_model, build_tokenizer
+
+from .conftest import ROOT
+
+GB = 10**9
+
+
+def test_tiny_plan_by_hand():
+    p = plan(compose(["trainer.devices=2"]))  # data=toy: micro_batch_tokens 65536, model 64 + 32 tokens
+    # 4 layers of h=128, I=512, 4 heads, 2 kv heads (d=32, kv width 64), vocab 260, tied embeddings:
+    # layer = q (128*128+128) + k, v 2*(128*64+64) + o 128*128 + mlp 3*128*512 + norms 2*128 = 246,272
+    # root = embeddings 260*128 + final norm 128 = 33,408; N = 4*246,272 + 33,408 = 1,018,496
+    model = build_tiny_model(build_tokenizer(), num_hidden_layers=4)
+    assert p.architecture.parameters == 1_018_496 == sum(t.numel() for t in model.parameters())
+    assert (p.parameters, p.gradients, p.optimizer) == (2_036_992, 2_036_992, 4_073_984)  # 4N/2, 4N/2, 8N/2
+    assert p.gathered == 2 * (33_408 + 2 * 246_272) + 4 * 246_272 == 2_036_992
+    # A = 8*128 + 4*64 + 4*512 = 3,328 values; T = 65,536 tokens; b = 2 (bfloat16)
+    assert p.activations_checkpointed == 4 * 65_536 * 128 * 2 + 65_536 * 3_328 * 2 == 503_316_480
+    assert p.activations_full == 4 * 65_536 * 3_328 * 2 == 1_744_830_464
+    assert p.response_tokens == 65_536 * 32 // 96 == 21_845
+    assert p.logits == 21_845 * 260 * 10 == 56_797_000
+    assert p.training == 2_036_992 * 3 + 4_073_984 + 503_316_480 + 56_797_000 + 2 * GB
+    # rollout=hf: full bf16 weights + KV cache of 512 rows x 96 tokens x 4 layers x (k, v) x 64 + sampling logits
+    assert p.hf_generation == 2 * 1_018_496 + 512 * 96 * 2 * 4 * 64 * 2 + 512 * 260 * 12
+
+
+def test_paper_7b_plan_by_hand():
+    p = plan(compose(["experiment=paper_7b"]))  # 8 GPUs, 4096-token micro-batches, vLLM at 0.7, tp 4
+    # Qwen2.5-Math-7B: h=3584, I=18944, 28 layers, 28 heads, 4 kv heads (kv width 512), vocab 152064, untied:
+    # layer = (3584^2 + 3584) + 2*(3584*512 + 512) + 3584^2 + 3*3584*18944 + 2*3584 = 233,057,792
+    # root = 2 * 152064*3584 + 3584 = 1,089,998,336; N = 28 * 233,057,792 + 1,089,998,336 = 7,615,616,512
+    assert p.architecture.parameters == 7_615_616_512
+    assert (p.parameters, p.optimizer) == (3_807_808_256, 7_615_616_512)
+    assert p.gathered == 2 * (1_089_998_336 + 2 * 233_057_792) + 4 * 233_057_792 == 4_044_459_008
+    # A = 8*3584 + 4*512 + 4*18944 = 106,496; T = 4096 (= 512 + 3584), R = 3584
+    assert p.activations_checkpointed == 28 * 4096 * 3584 * 2 + 4096 * 106_496 * 2 == 1_694_498_816
+    assert p.activations_full == 28 * 4096 * 106_496 * 2 == 24_427_626_496
+    assert p.logits == 3584 * 152_064 * 10 == 5_449_973_760
+    assert p.training == 2 * 3_807_808_256 + 7_615_616_512 + 4_044_459_008 + 1_694_498_816 + 5_449_973_760 + 2 * GB
+    resident = 3_807_808_256 + 7_615_616_512 + 2 * GB
+    assert p.generation(80 * GB) == resident + int(0.7 * 80 * GB)  # 69.4 GB: fits
+    assert p.peak(80 * GB) <= 80 * GB and p.vllm_weights == 2 * 7_615_616_512 // 4
+
+
+def test_known_architectures_match_their_parameter_counts():
+    assert KNOWN["Qwen/Qwen2.5-32B"].parameters == 32_763_876_352
+    assert KNOWN["Qwen/Qwen2.5-0.5B"].parameters == 494_032_768
+
+
+def test_local_config_json_wins_and_unknown_models_are_refused(tmp_path):
+    config = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_key_value_heads": 2, "vocab_size": 100}))
+    arch = architecture_of(compose(["model=qwen7b", f"model.path={tmp_path}"]))
+    assert (arch.hidden_size, arch.num_hidden_layers, arch.kv_width, arch.tie_word_embeddings) == (64, 2, 32, False)
+    with pytest.raises(ValueError, match="model.path='someone/unknown'"):
+        architecture_of(compose(["model=qwen7b", "model.path=someone/unknown"]))
+
+
+def test_the_command_line_prints_and_warns():
+    command = [sys.executable, "-m", "nft.plan", "model=qwen32b", "trainer.num_nodes=1", "trainer.devices=8"]
+    result = subprocess.run(
+        [*command, "data=dapo17k", "rollout=vllm", "rollout.backend.tensor_parallel_size=4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "32.76B parameters" in out and "8 GPUs = 8 ranks" in out
+    assert "optimizer state (AdamW, float32)" in out and "activations" in out and "vLLM share: 0.60" in out
+    assert "WARNING: does not fit a 80 GB GPU" in out  # 32B on 8 x 80 GB: 16 N / 8 = 65.5 GB of state alone

@@ -1,0 +1,132 @@
+"""Runs that survive a SIGKILL: resumed runs end with the same weights, bit for bit, as an uninterrupted run.
+
+Every run is ``src/train.py`` in its own process (real tiny model, generation, verifier, Lightning and Hydra); faults
+come from ``tests/faults.py`` through Hydra overrides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nft.checkpoint import AtomicCheckpointIO, resume_path, rng_states, set_rng_states
+
+from .conftest import ROOT
+
+# 3 epochs of 32 prompts x 8 answers, two optimizer steps per epoch (so old_logp is used), a checkpoint every epoch.
+RUN = [
+    "trainer.max_epochs=3",
+    "data.prompts_per_epoch=32",
+    "data.groups_per_step=16",
+    "callbacks.checkpoint.every_n_epochs=1",
+    "callbacks.benchmark_eval.eval_every=1",
+    "benchmarks.toy.limit=8",
+    "rollout.backend.show_progress=false",
+    "verifier.num_workers=1",
+]
+
+
+def train_in_subprocess(run_dir, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "src/train.py", *RUN, f"hydra.run.dir={run_dir}", *overrides]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = process.communicate(timeout=300)
+    finally:  # a SIGKILLed trainer leaves its verifier workers behind: end its whole process group
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, output)
+
+
+def weights_hash(run_dir) -> str:
+    tensors = load_file(run_dir / "export" / "model.safetensors")
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def checkpoint_epoch(path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+
+
+def final_state(run_dir) -> tuple:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return checkpoint["global_step"], checkpoint["OnlineMathDataModule"], checkpoint["nft"]["skipped_steps"]
+
+
+def eval_rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+def test_killed_runs_resume_to_the_same_weights(tmp_path):
+    reference = train_in_subprocess(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stdout[-3000:]
+
+    run_dir, last = tmp_path / "crashed", tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    # 1. Killed halfway through writing the epoch-1 checkpoint: the epoch-0 one stays valid.
+    first = train_in_subprocess(run_dir, "trainer.plugins=[{_target_:tests.faults.KillDuringSave,save:2}]")
+    assert first.returncode == -signal.SIGKILL, first.stdout[-3000:]
+    [partial] = last.parent.glob("*.ckpt.partial")
+    assert 0 < partial.stat().st_size < last.stat().st_size
+    assert checkpoint_epoch(last) == 0  # last.ckpt links to the newest complete checkpoint
+    # 2. Resumed, then killed in the middle of epoch 2, after its first optimizer step.
+    kill_in_epoch_2 = ["+callbacks.kill._target_=tests.faults.KillAfterStep", "+callbacks.kill.epoch=2"]
+    second = train_in_subprocess(run_dir, "resume=auto", *kill_in_epoch_2)
+    assert second.returncode == -signal.SIGKILL, second.stdout[-3000:]
+    assert "resuming from" in second.stdout and "a checkpoint save was interrupted" in second.stdout
+    assert not list(last.parent.glob("*.partial")) and checkpoint_epoch(last) == 1
+    # 3. Resumed again, to the end.
+    third = train_in_subprocess(run_dir, "resume=auto")
+    assert third.returncode == 0, third.stdout[-3000:]
+
+    assert weights_hash(run_dir) == weights_hash(tmp_path / "reference")
+    # The same optimizer steps (two per epoch), and every answer verified once: no epoch was generated twice.
+    assert final_state(run_dir) == final_state(tmp_path / "reference")
+    assert final_state(run_dir)[0] > 3
+    assert eval_rows(run_dir) == eval_rows(tmp_path / "reference")  # nothing evaluated twice, nothing lost
+    assert (run_dir / "logs" / "metrics.1.csv").is_file() and (run_dir / "logs" / "metrics.2.csv").is_file()
+
+
+def test_resume_path_takes_the_newest_complete_checkpoint(tmp_path):
+    io = AtomicCheckpointIO()
+    assert resume_path(tmp_path) is None
+    io.save_checkpoint({"global_step": 4, "epoch": 1}, tmp_path / "checkpoints" / "epoch=1.ckpt")
+    io.save_checkpoint({"global_step": 8, "epoch": 3}, tmp_path / "checkpoints" / "last.ckpt")
+    (tmp_path / "checkpoints" / "epoch=5.ckpt").write_bytes((tmp_path / "checkpoints" / "last.ckpt").read_bytes()[:50])
+    (tmp_path / "checkpoints" / "last.ckpt.partial").write_bytes(b"half a checkpoint")
+    assert resume_path(tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert not (tmp_path / "checkpoints" / "last.ckpt.partial").exists()
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1, "epoch": 0}, path)
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises for an unpicklable object
+        AtomicCheckpointIO().save_checkpoint({"global_step": 2, "epoch": 1, "bad": lambda: 0}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    AtomicCheckpointIO().save_checkpoint({"rng": rng_states()}, tmp_path / "rng.ckpt")
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    set_rng_states(torch.load(tmp_path / "rng.ckpt", weights_only=True)["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
