@@ -120,7 +120,13 @@ def test_prompt_over_the_limit_names_file_line_and_field_or_is_skipped_and_count
     long_row = {"id": "long", "problem": "What is " + "1+" * 40 + "1?", "answer": "41"}
     path = write_lines(tmp_path / "train.jsonl", [json.dumps(GOOD), json.dumps(long_row)])
     datamodule = OnlineMathDataModule(
-        str(path), PromptTemplate(style="plain", user="{problem}\n"), None, None, SamplingParams(), 1, max_prompt_tokens=32
+        str(path),
+        PromptTemplate(style="plain", user="{problem}\n"),
+        None,
+        None,
+        SamplingParams(),
+        1,
+        max_prompt_tokens=32,
     )
     datamodule.connect(PolicyHandle(None, tokenizer))
     with pytest.raises(ProblemFileError) as error:
