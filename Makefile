@@ -2,6 +2,7 @@
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: help install demo test test-slow lint format bench clean
 
@@ -13,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+$(BENCH_STAMP): $(STAMP)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
 install: $(STAMP)  ## create .venv and install the project with its dev tools
 
 demo: $(STAMP)  ## warm up the tiny model, train it with NFT on the toy task, print accuracy before/after
@@ -23,6 +28,11 @@ test: $(STAMP)  ## the test suite (CPU, under 15 minutes on 2 cores)
 
 test-slow: $(STAMP)  ## the long tests only (soak runs)
 	$(PYTHON) -m pytest -m slow $(ARGS)
+
+bench: $(BENCH_STAMP)  ## time one policy iteration of the fixed workload, side by side with TRL (last line: the median)
+	$(PYTHON) -m nft.bench.losses
+	$(PYTHON) -m nft.bench.verifier
+	$(PYTHON) -m nft.bench $(ARGS)
 
 lint: $(STAMP)  ## ruff checks and formatting check
 	$(VENV)/bin/ruff check

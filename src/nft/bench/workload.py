@@ -1,0 +1,119 @@
+"""The fixed timing workload of ``make bench`` (the project's ``shared/bench/WORKLOAD.md``), and how it is measured.
+
+- the prompts: 384 distinct ``a + b`` pairs from ``random.Random(0)``, 64 per iteration, 8 answers each;
+- the FLOP model of one iteration (WORKLOAD.md section 8), for the hardware floor;
+- the machine's fp32 matmul throughput, measured like the workload says (best of large square matmuls);
+- CPU use by other processes during a timed interval (``/proc/stat``), since a shared 2-core machine slows the
+  workload several times over and such iterations must not be reported as ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+PROMPTS_PER_ITERATION = 64
+ITERATIONS = 6
+PROMPT = "What is {a} + {b}? Put the final answer in \\boxed{{}}."
+
+# The workload's model (WORKLOAD.md section 2): block matmul parameters N, tied embedding V x d, layers, width.
+BLOCK_MATMUL_PARAMS = 983_040
+EMBEDDING_PARAMS = 260 * 128
+LAYERS, WIDTH = 4, 128
+
+
+def pairs(count: int = ITERATIONS * PROMPTS_PER_ITERATION, seed: int = 0) -> list[tuple[int, int]]:
+    """Distinct (a, b) pairs in [0, 999]^2, in the order ``random.Random(seed)`` draws them."""
+    rng, seen, out = random.Random(seed), set(), []
+    while len(out) < count:
+        pair = (rng.randint(0, 999), rng.randint(0, 999))
+        if pair not in seen:
+            seen.add(pair)
+            out.append(pair)
+    return out
+
+
+def rows(count: int = ITERATIONS * PROMPTS_PER_ITERATION) -> list[dict]:
+    """The workload's problems as rows of a problem file (``id``, ``problem``, ``answer``)."""
+    return [
+        {"id": f"add-{i}", "problem": PROMPT.format(a=a, b=b), "answer": str(a + b)}
+        for i, (a, b) in enumerate(pairs(count))
+    ]
+
+
+def write_prompts(path: Path, count: int = ITERATIONS * PROMPTS_PER_ITERATION) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows(count)))
+    return path
+
+
+def attention_flops(n: int) -> int:
+    """Causal attention scores and values, forward, for a sequence of n tokens."""
+    return 4 * LAYERS * WIDTH * n * (n + 1) // 2
+
+
+def iteration_flops(prompt_lengths: list[int], samples: int = 8, completion: int = 32) -> tuple[float, float]:
+    """Nominal (generation, update) FLOPs of one iteration whose prompts have these lengths (section 8)."""
+    n, vd, c = BLOCK_MATMUL_PARAMS, EMBEDDING_PARAMS, completion
+    generate = update = 0.0
+    for p in prompt_lengths:
+        generate += samples * (2 * n * (p + c - 1) + 2 * vd * c + attention_flops(p + c - 1))
+        update += samples * (6 * n * (p + c) + 6 * vd * c + 3 * attention_flops(p + c))
+    return generate, update
+
+
+def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 matmul throughput of torch here (with the current thread setting), over a few square sizes."""
+    best = 0.0
+    for n in (size // 2, size):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+class ForeignCpu:
+    """CPU seconds spent by processes other than this one and its children since the last ``lap``.
+
+    Reads ``/proc``; elsewhere every lap returns 0.0 (the check is skipped)."""
+
+    def __init__(self) -> None:
+        self.available = Path("/proc/stat").is_file()
+        self.tick = os.sysconf("SC_CLK_TCK") if self.available else 100
+        self._last = self._read()
+
+    def lap(self) -> float:
+        now = self._read()
+        busy, own = now[0] - self._last[0], now[1] - self._last[1]
+        self._last = now
+        return max(0.0, busy - own)
+
+    def _read(self) -> tuple[float, float]:
+        if not self.available:
+            return 0.0, 0.0
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+        busy = (user + nice + system + irq + softirq + steal) / self.tick
+        return busy, self._own_ticks() / self.tick
+
+    def _own_ticks(self) -> int:
+        me, total = os.getpid(), 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # the process ended meanwhile
+                continue
+            fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            if int(entry.name) == me or int(fields[1]) == me:  # this process or a child (verifier workers)
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total
