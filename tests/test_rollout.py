@@ -202,3 +202,23 @@ def test_truncated_answers_are_masked_out_of_the_loss_when_configured(tokenizer,
         loss.backward()
         assert (logp.grad[truncated].abs().sum() == 0) == mask_truncated
     assert float(micro_batches[0]["num_tokens"]) == counted  # the token mean's denominator counts only kept tokens
+
+
+def test_grouped_decoding_attention_equals_sdpa_with_repeated_heads():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from nft.rollout.attention import grouped_decoding_attention
+
+    class Layer(torch.nn.Module):
+        num_key_value_groups, is_causal = 3, True
+
+    layer = Layer().eval()
+    g = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(5, h, q, 16, generator=g) for h, q in ((6, 1), (2, 9), (2, 9)))
+    mask = torch.ones(5, 1, 1, 9, dtype=torch.bool)
+    mask[0, ..., :4] = False  # left padding
+    mask[3, ..., :2] = False
+    for m in (mask, None):
+        expected, _ = sdpa_attention_forward(layer, query, key, value, m, scaling=0.25)
+        got, _ = grouped_decoding_attention(layer, query, key, value, m, scaling=0.25)
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)

@@ -27,6 +27,16 @@ def boxed_sum_reward(completions: list[str], answer: list[str], **_) -> list[flo
     return [1.0 if f"\\boxed{{{a}}}" in c else 0.0 for c, a in zip(completions, answer, strict=True)]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. ``VmHWM`` where there is ``/proc``: ``ru_maxrss`` survives ``exec`` on Linux, so a
+    child would report its parent's peak when that is higher."""
+    try:
+        line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -105,7 +115,7 @@ def main() -> None:
     result = {
         "seconds": seconds,
         "generate": generate_seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
     print("TRL_RESULT " + json.dumps(result), flush=True)
 

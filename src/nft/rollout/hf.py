@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache
 
 from nft.distributed import gathered_parameters
+from nft.rollout.attention import grouped_decoding, preallocated_cache
 from nft.rollout.base import Completion, SamplingParams, prompt_seeds
 
 MASK32 = 0xFFFFFFFF
@@ -111,7 +111,7 @@ class HFGenerator:
         if self.model is None:
             raise RuntimeError("HFGenerator.generate called before sync(module)")
         seeds = prompt_seeds(seed, len(prompts))
-        with gathered_parameters(self.model), torch.inference_mode():
+        with gathered_parameters(self.model), grouped_decoding(self.model), torch.inference_mode():
             return self._generate(prompts, n, sampling, seeds)
 
     def _generate(
@@ -161,7 +161,7 @@ class HFGenerator:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
         # Prefill each prompt once, then copy its cache for its n samples.
-        cache = DynamicCache(config=self.model.config)
+        cache = preallocated_cache(self.model.config, width + sampling.max_new_tokens)
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
