@@ -222,3 +222,30 @@ def test_grouped_decoding_attention_equals_sdpa_with_repeated_heads():
         expected, _ = sdpa_attention_forward(layer, query, key, value, m, scaling=0.25)
         got, _ = grouped_decoding_attention(layer, query, key, value, m, scaling=0.25)
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("old_logp", ["recompute", "behaviour"])
+def test_old_logp_of_a_multi_step_epoch_is_recomputed_or_taken_from_generation(tokenizer, tiny_model, old_logp):
+    datamodule = OnlineMathDataModule(
+        str(ROOT / "data" / "toy" / "train.jsonl"),
+        PromptTemplate(style="plain", user="{problem}\n"),
+        HFGenerator(max_batch_rows=64, show_progress=False),
+        MathVerifier(num_workers=1),
+        SamplingParams(max_new_tokens=12),
+        prompts_per_epoch=4,
+        samples_per_prompt=4,
+        groups_per_step=2,
+        filter_groups=False,
+        old_logp=old_logp,
+    )
+    datamodule.connect(PolicyModule(tiny_model, tokenizer, NFT()))
+    datamodule.setup()
+    steps = datamodule.rollout(epoch=0)
+    assert len(steps) == 2
+    for batch in (b for micro_batches in steps for b in micro_batches):
+        mask = batch["response_mask"].bool()
+        if old_logp == "behaviour":
+            assert batch["old_logp"] is batch["behaviour_logp"]
+        else:  # a forward of the training model: the sampling policy's log-probs to float precision
+            assert batch["old_logp"] is not batch["behaviour_logp"]
+            torch.testing.assert_close(batch["old_logp"][mask], batch["behaviour_logp"][mask], atol=2e-5, rtol=1e-4)

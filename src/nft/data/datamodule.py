@@ -57,6 +57,9 @@ class OnlineMathDataModule(L.LightningDataModule):
     overlong_buffer_frac, overlong_penalty_factor: DAPO's overlong reward shaping (``nft.data.rewards``): the buffer
         before the length limit, as a fraction of ``sampling.max_new_tokens``, and the penalty at the limit.
     columns: maps ``id``/``problem``/``answer`` to the file's column names.
+    old_logp: with several optimizer steps per epoch, ``recompute`` the sampling policy's log-probs with the training
+        model (as verl; exact) or take the generator's ``behaviour`` log-probs (no extra forward; equal to float
+        precision with the transformers backend, close but not equal with vLLM's kernels and dtypes).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class OnlineMathDataModule(L.LightningDataModule):
         on_bad_row: str = "error",
         columns: dict | None = None,
         seed: int = 0,
+        old_logp: str = "recompute",
     ) -> None:
         super().__init__()
         if samples_per_prompt < 2 and filter_groups:
@@ -90,6 +94,9 @@ class OnlineMathDataModule(L.LightningDataModule):
                 "data.overlong_buffer_frac must be in [0, 1) and data.overlong_penalty_factor >= 0, got "
                 f"{overlong_buffer_frac} and {overlong_penalty_factor}"
             )
+        if old_logp not in ("recompute", "behaviour"):
+            raise ValueError(f"data.old_logp must be 'recompute' or 'behaviour', got {old_logp!r}")
+        self.old_logp = old_logp
         self.train_path = train_path
         self.prompt = prompt
         self.generator = generator
@@ -219,7 +226,7 @@ class OnlineMathDataModule(L.LightningDataModule):
         steps = self._mini_batches(kept, epoch)
         if len(steps) > 1:
             start = time.perf_counter()
-            self._add_old_logp(steps)
+            self._add_old_logp(steps, recompute=self.old_logp == "recompute")
             timings["time/old_logp"] = time.perf_counter() - start
         self.epoch_stats = self._stats(all_samples, kept_groups, rounds, len(steps), timings)
         # Lightning ends `fit` on an empty epoch; an empty step keeps the run going and is counted instead.
@@ -301,8 +308,13 @@ class OnlineMathDataModule(L.LightningDataModule):
             )
 
     @torch.no_grad()
-    def _add_old_logp(self, steps: list[list[dict[str, torch.Tensor]]]) -> None:
-        """With several optimizer steps per epoch, the ratio needs the log-probs of the policy that sampled."""
+    def _add_old_logp(self, steps: list[list[dict[str, torch.Tensor]]], recompute: bool) -> None:
+        """With several optimizer steps per epoch, the ratio needs the log-probs of the policy that sampled: a forward
+        pass of the training model, or (``data.old_logp=behaviour``) the generator's own, which costs nothing."""
+        if not recompute:
+            for batch in (b for micro_batches in steps for b in micro_batches):
+                batch["old_logp"] = batch["behaviour_logp"]
+            return
         module = self.module
         was_training = module.model.training
         module.model.eval()
