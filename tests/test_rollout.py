@@ -16,6 +16,20 @@ from nft.verify import MathVerifier
 from .conftest import ROOT, PolicyHandle
 
 
+def toy_datamodule(**settings) -> OnlineMathDataModule:
+    """The toy problems, 4 prompts an epoch, answers of up to 12 tokens, no group filtering."""
+    return OnlineMathDataModule(
+        str(ROOT / "data" / "toy" / "train.jsonl"),
+        PromptTemplate(style="plain", user="{problem}\n"),
+        HFGenerator(max_batch_rows=64, show_progress=False),
+        MathVerifier(num_workers=1),
+        SamplingParams(max_new_tokens=12),
+        prompts_per_epoch=4,
+        filter_groups=False,
+        **settings,
+    )
+
+
 def prompts_of(tokenizer, texts):
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
@@ -162,18 +176,7 @@ def test_an_answer_that_never_emits_eos_is_cut_at_the_limit_and_marked_length(to
 @pytest.mark.parametrize("mask_truncated", [True, False])
 def test_truncated_answers_are_masked_out_of_the_loss_when_configured(tokenizer, tiny_model, mask_truncated):
     tiny_model.generation_config.eos_token_id = list(range(30))  # about half the answers stop within 12 tokens
-    datamodule = OnlineMathDataModule(
-        str(ROOT / "data" / "toy" / "train.jsonl"),
-        PromptTemplate(style="plain", user="{problem}\n"),
-        HFGenerator(max_batch_rows=64, show_progress=False),
-        MathVerifier(num_workers=1),
-        SamplingParams(max_new_tokens=12),
-        prompts_per_epoch=4,
-        samples_per_prompt=8,
-        groups_per_step=4,
-        filter_groups=False,
-        mask_truncated=mask_truncated,
-    )
+    datamodule = toy_datamodule(samples_per_prompt=8, groups_per_step=4, mask_truncated=mask_truncated)
     datamodule.connect(PolicyHandle(tiny_model, tokenizer))
     datamodule.setup()
     [micro_batches] = datamodule.rollout(epoch=0)
@@ -226,18 +229,7 @@ def test_grouped_decoding_attention_equals_sdpa_with_repeated_heads():
 
 @pytest.mark.parametrize("old_logp", ["recompute", "behaviour"])
 def test_old_logp_of_a_multi_step_epoch_is_recomputed_or_taken_from_generation(tokenizer, tiny_model, old_logp):
-    datamodule = OnlineMathDataModule(
-        str(ROOT / "data" / "toy" / "train.jsonl"),
-        PromptTemplate(style="plain", user="{problem}\n"),
-        HFGenerator(max_batch_rows=64, show_progress=False),
-        MathVerifier(num_workers=1),
-        SamplingParams(max_new_tokens=12),
-        prompts_per_epoch=4,
-        samples_per_prompt=4,
-        groups_per_step=2,
-        filter_groups=False,
-        old_logp=old_logp,
-    )
+    datamodule = toy_datamodule(samples_per_prompt=4, groups_per_step=2, old_logp=old_logp)
     datamodule.connect(PolicyModule(tiny_model, tokenizer, NFT()))
     datamodule.setup()
     steps = datamodule.rollout(epoch=0)

@@ -62,7 +62,15 @@ def test_every_problem_is_reported_at_once_and_before_any_work(tmp_path):
 
 def test_unknown_keys_on_the_command_line_get_a_suggestion():
     result = subprocess.run(
-        [sys.executable, "src/train.py", "optim.learning_rate=0.1", "trainer.max_epoch=3", "--cfg", "job"],
+        [
+            sys.executable,
+            "src/train.py",
+            "experiment=toy",
+            "optim.learning_rate=0.1",
+            "trainer.max_epoch=3",
+            "--cfg",
+            "job",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -72,3 +80,4 @@ def test_unknown_keys_on_the_command_line_get_a_suggestion():
     assert "Could not override 'optim.learning_rate'" in result.stderr  # Hydra's own refusal, then the hint
     assert "optim.learning_rate is not a setting of this config: optim has betas, grad_clip, lr," in result.stderr
     assert "trainer.max_epoch is not a setting of this config: did you mean trainer.max_epochs?" in result.stderr
+    assert "experiment is not a setting" not in result.stderr  # a group choice is not a key

@@ -155,6 +155,8 @@ def explain_overrides(overrides: list[str], config_dir: str | Path) -> list[str]
         key = override.key_or_group
         if override.is_add() or override.is_delete() or key.startswith("hydra.") or key in known:
             continue
+        if (config_dir / key).is_dir():  # a group choice (e.g. experiment=toy): Hydra checks those itself
+            continue
         parent = key.rpartition(".")[0]
         siblings = sorted(k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent and parent)
         close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.75)
