@@ -15,7 +15,6 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from omegaconf import open_dict
 
 import nft
 from nft.bench.timing import IterationTimer
-from nft.bench.workload import iteration_flops, matmul_flops_per_second
+from nft.bench.workload import iteration_flops, matmul_flops_per_second, peak_rss_mb
 from nft.pipeline import build
 
 PHASES = ("generate", "verify", "old_logp", "update")
@@ -45,8 +44,7 @@ def run_pipeline(overrides: list[str]) -> dict:
         run = build(cfg)
         run.trainer.fit(run.module, datamodule=run.datamodule)
         timer = next(c for c in run.trainer.callbacks if isinstance(c, IterationTimer))
-        datamodule = run.datamodule
-        lengths = [len(datamodule.prompt_ids[i]) for i in range(len(datamodule.prompt_ids))]
+        lengths = [len(prompt) for prompt in run.datamodule.prompt_ids]
         generate, update = iteration_flops(lengths, cfg.data.samples_per_prompt, cfg.rollout.sampling.max_new_tokens)
         per_iteration = len(lengths) / cfg.data.prompts_per_epoch  # the FLOP model's iterations over the file
         return {
@@ -54,7 +52,7 @@ def run_pipeline(overrides: list[str]) -> dict:
             "flops": (generate + update) / per_iteration,
             "answers": cfg.data.prompts_per_epoch * cfg.data.samples_per_prompt,
             "max_new_tokens": cfg.rollout.sampling.max_new_tokens,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
         }
 
 
@@ -64,6 +62,7 @@ def summarize(iterations: list[dict]) -> dict[str, float]:
     out = {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds)}
     for phase in PHASES:
         out[phase] = statistics.median(it[phase] for it in timed)
+    out["other"] = statistics.median(it["seconds"] - sum(it[p] for p in PHASES) for it in timed)
     out["busy"] = [i + 2 for i, it in enumerate(timed) if it["foreign_cpu"] > BUSY_FRACTION * it["seconds"]]
     return out
 
@@ -106,12 +105,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{i:9d}  {it['seconds']:7.3f}  {it['generate']:8.3f}  {it['verify']:6.3f}  {it['old_logp']:8.3f}  "
             f"{it['update']:6.3f}  {it['response_length']:12.1f}  {it['foreign_cpu']:11.2f}"
         )
-    other = stats["median"] - sum(stats[p] for p in PHASES)
     print(
         f"median of iterations 2..{len(ours['iterations'])}: {stats['median']:.3f} s "
         f"(min {stats['min']:.3f}, max {stats['max']:.3f})"
     )
-    print("breakdown (medians): " + ", ".join(f"{p} {stats[p]:.3f} s" for p in PHASES) + f", other {other:.3f} s")
+    print(
+        "breakdown (medians): " + ", ".join(f"{p} {stats[p]:.3f} s" for p in PHASES) + f", other {stats['other']:.3f} s"
+    )
     print(f"peak RSS: {ours['peak_rss_mb']:.0f} MB")
     floor = ours["flops"] / peak
     print(

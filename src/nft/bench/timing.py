@@ -15,8 +15,8 @@ from nft.bench.workload import ForeignCpu
 
 class IterationTimer(L.Callback):
     """Records one dict per optimizer step: ``seconds`` and the phases ``generate``, ``verify``, ``old_logp``
-    (from the data module's epoch timings), ``update`` (the training step), the mean response length, and
-    ``foreign_cpu``, the CPU seconds other processes took meanwhile."""
+    (from the data module's epoch timings, on the epoch's first step), ``update`` (the training step), the epoch's
+    mean response length, and ``foreign_cpu``, the CPU seconds other processes took meanwhile."""
 
     def __init__(self) -> None:
         self.iterations: list[dict[str, float]] = []
@@ -31,12 +31,14 @@ class IterationTimer(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
         stats = getattr(trainer.datamodule, "epoch_stats", {})
+        # The rollout happens once an epoch, before its first step: later steps of the epoch did none of it.
+        rollout = stats if batch_idx == 0 else {}
         self.iterations.append(
             {
                 "seconds": now - self._mark,
-                "generate": stats.get("time/generate", 0.0),
-                "verify": stats.get("time/verify", 0.0),
-                "old_logp": stats.get("time/old_logp", 0.0),
+                "generate": rollout.get("time/generate", 0.0),
+                "verify": rollout.get("time/verify", 0.0),
+                "old_logp": rollout.get("time/old_logp", 0.0),
                 "update": now - self._step_start,
                 "response_length": stats.get("rollout/response_length", 0.0),
                 "foreign_cpu": self._cpu.lap(),

@@ -12,29 +12,18 @@ next; generation time by timing the model's ``generate`` calls. Prints one ``TRL
 from __future__ import annotations
 
 import json
-import resource
 import tempfile
 import time
 
 import torch
 
-from nft.bench.workload import ITERATIONS, PROMPTS_PER_ITERATION, rows
+from nft.bench.workload import ITERATIONS, PROMPTS_PER_ITERATION, peak_rss_mb, rows
 from nft.toy import build_tiny_model, build_tokenizer
 
 
 def boxed_sum_reward(completions: list[str], answer: list[str], **_) -> list[float]:
     """WORKLOAD.md section 5: 1 when ``\\boxed{a+b}`` appears in the completion."""
     return [1.0 if f"\\boxed{{{a}}}" in c else 0.0 for c, a in zip(completions, answer, strict=True)]
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS. ``VmHWM`` where there is ``/proc``: ``ru_maxrss`` survives ``exec`` on Linux, so a
-    child would report its parent's peak when that is higher."""
-    try:
-        line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

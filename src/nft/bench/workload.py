@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import time
 from pathlib import Path
 
@@ -78,6 +79,17 @@ def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> float:
             torch.mm(a, b)
             best = max(best, 2 * n**3 / (time.perf_counter() - start))
     return best
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. ``VmHWM`` where there is ``/proc``: ``ru_maxrss`` survives ``exec`` on Linux, so a
+    child would report its parent's peak when that is higher."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(x for x in status if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class ForeignCpu:

@@ -226,7 +226,7 @@ class OnlineMathDataModule(L.LightningDataModule):
         steps = self._mini_batches(kept, epoch)
         if len(steps) > 1:
             start = time.perf_counter()
-            self._add_old_logp(steps, recompute=self.old_logp == "recompute")
+            self._add_old_logp(steps)
             timings["time/old_logp"] = time.perf_counter() - start
         self.epoch_stats = self._stats(all_samples, kept_groups, rounds, len(steps), timings)
         # Lightning ends `fit` on an empty epoch; an empty step keeps the run going and is counted instead.
@@ -308,10 +308,10 @@ class OnlineMathDataModule(L.LightningDataModule):
             )
 
     @torch.no_grad()
-    def _add_old_logp(self, steps: list[list[dict[str, torch.Tensor]]], recompute: bool) -> None:
+    def _add_old_logp(self, steps: list[list[dict[str, torch.Tensor]]]) -> None:
         """With several optimizer steps per epoch, the ratio needs the log-probs of the policy that sampled: a forward
         pass of the training model, or (``data.old_logp=behaviour``) the generator's own, which costs nothing."""
-        if not recompute:
+        if self.old_logp == "behaviour":
             for batch in (b for micro_batches in steps for b in micro_batches):
                 batch["old_logp"] = batch["behaviour_logp"]
             return
