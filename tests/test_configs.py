@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from nft.validate import ConfigError, validate
 
 from .conftest import CONF, ROOT, compose_train
 
@@ -26,10 +30,12 @@ def test_config_groups_hold_the_contracted_options():
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_and_algo_pair_composes(model, algo):
     cfg = compose_train([f"model={model}", f"algo={algo}"])
-    assert cfg.model._target_
-    assert cfg.model.max_prompt_tokens + cfg.model.max_response_tokens > 0
-    assert callable(instantiate(cfg.algo).loss)
-    assert cfg.data.max_prompt_tokens == cfg.model.max_prompt_tokens
+    validate(cfg)  # a run that can start, not only a config that composes
+    algorithm = instantiate(cfg.algo)
+    written = {k: v for k, v in OmegaConf.to_container(cfg.algo, resolve=True).items() if k != "_target_"}
+    assert set(written) <= set(algorithm.settings)  # every key of the file is a setting of the class ...
+    for key, value in written.items():  # ... and the instance holds the file's value
+        assert algorithm.settings[key] == (tuple(value) if isinstance(value, list) else value), key
 
 
 def test_qwen32b_composes_from_the_command_line_without_downloading():
@@ -64,7 +70,11 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment):
     cfg = compose_train([f"experiment={experiment}"])
-    assert cfg.data.max_prompt_tokens == cfg.model.max_prompt_tokens
+    try:
+        validate(cfg)
+    except ConfigError as error:  # the GPU recipes ask for vLLM; nothing else may be wrong with them
+        problems = str(error).split("\n  - ")[1:]
+        assert importlib.util.find_spec("vllm") is None and all("needs vLLM" in p for p in problems), problems
     assert callable(instantiate(cfg.algo).loss)
 
 

@@ -89,9 +89,10 @@ def test_long_prompts_are_skipped_or_refused_by_name(tmp_path, tokenizer):
     prompt = instantiate(compose_train([]).prompt)
     skip = Evaluator(benchmarks, prompt, MathVerifier(num_workers=1), max_prompt_tokens=20)
     prepared = skip.prepare(skip.benchmarks[0], tokenizer)
-    assert [p.id for p in prepared.problems] == ["short"] and prepared.skipped == ["long"]
+    assert [p.id for p in prepared.problems] == ["short"] and [p.id for p in prepared.skipped] == ["long"]
     refuse = Evaluator(benchmarks, prompt, MathVerifier(num_workers=1), max_prompt_tokens=20, long_prompts="error")
-    with pytest.raises(ValueError, match=r"set.jsonl: problem 'long' has a 101-token prompt.*max_prompt_tokens=20"):
+    pattern = r"set.jsonl, line 2, field 'problem': the prompt of problem 'long' is 101 tokens.*max_prompt_tokens=20"
+    with pytest.raises(ValueError, match=pattern):
         refuse.prepare(refuse.benchmarks[0], tokenizer)
 
 

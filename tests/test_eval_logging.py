@@ -10,6 +10,8 @@ from statistics import mean
 
 import torch
 
+from nft.eval.records import RecordFile
+from nft.eval.samples import write_section
 from nft.pipeline import build
 
 from .conftest import compose_train
@@ -105,3 +107,17 @@ def test_three_loggers_receive_the_same_metrics_and_the_rollout_samples(tmp_path
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("BenchmarkEval")]
     assert state["history"] == summaries  # a resumed run keeps its start row
+
+
+def test_a_repeated_epoch_replaces_its_records_and_its_samples(tmp_path):
+    records = RecordFile(tmp_path / "toy.jsonl", {"samples": 1})
+    for epoch in (0, 1, 2):
+        records.replace_from(epoch, [{"epoch": epoch, "problem_id": "a"}])
+    records.replace_from(1, [{"epoch": 1, "problem_id": "again"}])  # resumed from epoch 0's checkpoint
+    assert records.read() == [{"epoch": 0, "problem_id": "a"}, {"epoch": 1, "problem_id": "again"}]
+
+    path = tmp_path / "rollout_samples.md"
+    for epoch in (0, 1, 2):
+        write_section(path, epoch, f"table {epoch}\n")
+    write_section(path, 1, "table 1 again\n")
+    assert path.read_text() == "## epoch 0\n\ntable 0\n\n## epoch 1\n\ntable 1 again\n\n"

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from nft.eval.metrics import majority_is_correct, pass_at_k
-from nft.pipeline import evaluate
+from nft.pipeline import evaluate, train
 from nft.toy import build_tiny_model, build_tokenizer
 from nft.verify import grade, last_boxed
 
@@ -157,7 +157,7 @@ def test_evaluate_resumes_without_redoing_done_problems(tmp_path, saved_models):
 
     resumed = read_records(path)
     assert len(resumed) == 12 and resumed[0] == marked
-    for r in resumed[1:]:  # chunks are seeded by their index: the same answers as the uninterrupted run
+    for r in resumed[1:]:  # problems are seeded by their id: the same answers as the uninterrupted run
         assert r == complete[(r["problem_id"], r["sample"])]
     assert metrics["val/toy/avg@1"] == pytest.approx(mean(r["correct"] for r in resumed))
 
@@ -221,3 +221,26 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, saved_model
     evaluate(compose_evaluate(overrides, tmp_path))
     assert records.read_text().startswith(written)  # what was written before the interruption was kept
     assert len({(r["problem_id"], r["sample"]) for r in read_records(records)}) == len(read_records(records)) == 800
+
+
+def test_records_depend_on_the_model_and_the_seed_only(tmp_path, saved_models):
+    """Answers are seeded by problem: any chunk size gives the same records, and so does training's evaluation."""
+    benchmark = ["benchmarks=[toy]", "benchmarks.toy.limit=12"]
+    by_chunk = []
+    for chunk in (4, 12):
+        eval_dir = tmp_path / f"chunks-of-{chunk}"
+        model = f"model.path={saved_models / 'warmed'}"
+        evaluate(compose_evaluate([model, *benchmark, f"eval.chunk_answers={chunk}"], eval_dir))
+        by_chunk.append(sorted_records(read_records(eval_dir / "models0--warmed" / "toy.jsonl")))
+    assert len(by_chunk[0]) == 12 and by_chunk[0] == by_chunk[1]
+
+    # The same warmed-up policy, evaluated by the training callback before its first update.
+    run = ["trainer.max_epochs=1", "data.prompts_per_epoch=16", "data.groups_per_step=16"]
+    quiet = ["callbacks.checkpoint=null", "callbacks.export=null", "rollout.backend.show_progress=false"]
+    train(compose_train([*run, *quiet, *benchmark], run_dir=tmp_path / "run"))
+    in_training = [r for r in read_records(tmp_path / "run" / "eval" / "toy.jsonl") if r.pop("epoch") == 0]
+    assert sorted_records(in_training) == by_chunk[0]
+
+
+def sorted_records(records: list[dict]) -> list[dict]:
+    return sorted(records, key=lambda r: (r["problem_id"], r["sample"]))

@@ -20,15 +20,14 @@ from transformers import AutoModelForCausalLM
 from .conftest import ROOT
 
 # Several optimizer steps per epoch (old_logp), several micro-batches per step with different counts on the two ranks
-# (padding), one small evaluation at the end (each rank its share), a checkpoint every epoch.
+# (padding), a small evaluation at the start and the end (each rank its share), a checkpoint every epoch.
 TOY_RUN = [
+    "debug=resume",
     "trainer.max_epochs=2",
-    "data.groups_per_step=16",
+    "data.prompts_per_epoch=64",
     "data.micro_batch_tokens=2048",
-    "callbacks.benchmark_eval.at_start=false",
     "callbacks.benchmark_eval.eval_every=0",
     "benchmarks.toy.limit=16",
-    "callbacks.checkpoint.every_n_epochs=1",
     "callbacks.checkpoint.save_top_k=-1",
 ]
 TWO_RANKS = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "fsdp.param_dtype=float32"]
@@ -55,6 +54,12 @@ def logged_epochs(run_dir) -> list[dict[str, float]]:
     return [{k: float(r[k]) for k in ("rollout/accuracy", "rollout/groups", "rollout/steps")} for r in rows]
 
 
+def eval_records(run_dir, epoch: int) -> list[dict]:
+    lines = (run_dir / "eval" / "toy.jsonl").read_text().splitlines()[1:]  # after the protocol header
+    records = [json.loads(line) for line in lines]
+    return sorted((r for r in records if r["epoch"] == epoch), key=lambda r: (r["problem_id"], r["sample"]))
+
+
 def test_sharded_gradients_generation_and_weight_streaming(tmp_path):
     run_script([str(ROOT / "tests" / "dist_fsdp_units.py"), str(tmp_path)], timeout=300)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -79,6 +84,9 @@ def test_two_ranks_train_like_one_process_and_resume_from_the_sharded_checkpoint
         assert got[step]["train/grad_norm"] == pytest.approx(expected[step]["train/grad_norm"], rel=1e-3), step
     assert any(abs(s["train/loss"]) > 1e-4 for s in expected.values())  # not a curve of zeros
     assert logged_epochs(two) == logged_epochs(tmp_path / "one")  # same answers verified, same groups kept
+    # Benchmark answers are seeded by problem: before any update, two ranks give one process's records exactly.
+    start = [eval_records(run_dir, epoch=0) for run_dir in (tmp_path / "one", two)]
+    assert len(start[0]) == 16 and start[0] == start[1]
 
     first_epoch = sorted((two / "checkpoints").glob("epoch=0-*.ckpt"))
     assert len(first_epoch) == 1 and first_epoch[0].is_dir()  # a sharded (distributed) checkpoint

@@ -13,17 +13,7 @@ from .conftest import compose_train
 
 EPOCHS = 10
 # 16 prompts x 8 answers per epoch, all in one optimizer step (strictly on-policy); no evaluation or files.
-SMALL_RUN = [
-    f"trainer.max_epochs={EPOCHS}",
-    "data.prompts_per_epoch=16",
-    "data.groups_per_step=16",
-    "data.max_gen_rounds=1",
-    "~callbacks.benchmark_eval",
-    "~callbacks.checkpoint",
-    "~callbacks.export",
-    "~callbacks.rollout_samples",
-    "~logger.csv",
-]
+SMALL_RUN = ["debug=small", f"trainer.max_epochs={EPOCHS}", "~logger.csv"]
 PAIRS = {
     "grpo": (
         ["algo=nft", "algo.prompt_weight=grpo", "algo.loss_agg=token_mean"],

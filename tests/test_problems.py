@@ -136,7 +136,7 @@ def test_prompt_over_the_limit_names_file_line_and_field_or_is_skipped_and_count
     assert "data.max_prompt_tokens=32" in text and "data.on_bad_row=skip" in text
 
     datamodule.on_bad_row = "skip"
-    with caplog.at_level(logging.WARNING, logger="nft.data.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="nft.data.answers"):
         datamodule.setup()
     assert [p.id for p in datamodule.problems] == ["a"] and datamodule.skipped_rows == {"prompt_tokens": 1}
     assert f"{path}: skipped 1 rows whose prompt is over data.max_prompt_tokens=32 (field 'problem', lines 2)" in (

@@ -21,17 +21,9 @@ from nft.checkpoint import AtomicCheckpointIO, resume_path, rng_states, set_rng_
 
 from .conftest import ROOT
 
-# 3 epochs of 32 prompts x 8 answers, two optimizer steps per epoch (so old_logp is used), a checkpoint every epoch.
-RUN = [
-    "trainer.max_epochs=3",
-    "data.prompts_per_epoch=32",
-    "data.groups_per_step=16",
-    "callbacks.checkpoint.every_n_epochs=1",
-    "callbacks.benchmark_eval.eval_every=1",
-    "benchmarks.toy.limit=8",
-    "rollout.backend.show_progress=false",
-    "verifier.num_workers=1",
-]
+# 3 epochs of 32 prompts x 8 answers, two optimizer steps per epoch (so old_logp is used), a checkpoint and a small
+# evaluation every epoch.
+RUN = ["debug=resume"]
 
 
 def train_in_subprocess(run_dir, *overrides: str) -> subprocess.CompletedProcess:
@@ -99,6 +91,9 @@ def test_killed_runs_resume_to_the_same_weights(tmp_path):
     assert final_state(run_dir) == final_state(tmp_path / "reference")
     assert final_state(run_dir)[0] > 3
     assert eval_rows(run_dir) == eval_rows(tmp_path / "reference")  # nothing evaluated twice, nothing lost
+    # Every answer's record and every epoch's samples once, though the crash replayed an evaluation and an epoch.
+    for written in ("eval/toy.jsonl", "logs/rollout_samples.md"):
+        assert (run_dir / written).read_text() == (tmp_path / "reference" / written).read_text(), written
     assert (run_dir / "logs" / "metrics.1.csv").is_file() and (run_dir / "logs" / "metrics.2.csv").is_file()
 
 

@@ -6,28 +6,12 @@ import pytest
 import torch
 
 from nft.algorithms import NFT
-from nft.data import OnlineMathDataModule, PromptTemplate
 from nft.data.batching import Sample, collate
 from nft.module import PolicyModule
 from nft.rollout import SamplingParams
 from nft.rollout.hf import HFGenerator, answer_keys, sample_tokens, uniforms
-from nft.verify import MathVerifier
 
-from .conftest import ROOT, PolicyHandle
-
-
-def toy_datamodule(**settings) -> OnlineMathDataModule:
-    """The toy problems, 4 prompts an epoch, answers of up to 12 tokens, no group filtering."""
-    return OnlineMathDataModule(
-        str(ROOT / "data" / "toy" / "train.jsonl"),
-        PromptTemplate(style="plain", user="{problem}\n"),
-        HFGenerator(max_batch_rows=64, show_progress=False),
-        MathVerifier(num_workers=1),
-        SamplingParams(max_new_tokens=12),
-        prompts_per_epoch=4,
-        filter_groups=False,
-        **settings,
-    )
+from .conftest import PolicyHandle
 
 
 def prompts_of(tokenizer, texts):
@@ -173,40 +157,6 @@ def test_an_answer_that_never_emits_eos_is_cut_at_the_limit_and_marked_length(to
         assert not torch.isin(completion.token_ids, stop_ids).any()
 
 
-@pytest.mark.parametrize("mask_truncated", [True, False])
-def test_truncated_answers_are_masked_out_of_the_loss_when_configured(tokenizer, tiny_model, mask_truncated):
-    tiny_model.generation_config.eos_token_id = list(range(30))  # about half the answers stop within 12 tokens
-    datamodule = toy_datamodule(samples_per_prompt=8, groups_per_step=4, mask_truncated=mask_truncated)
-    datamodule.connect(PolicyHandle(tiny_model, tokenizer))
-    datamodule.setup()
-    [micro_batches] = datamodule.rollout(epoch=0)
-    assert 0 < datamodule.epoch_stats["rollout/truncated_frac"] < 1
-    counted = 0.0
-    for batch in micro_batches:
-        width = batch["response_mask"].shape[1]
-        response = batch["attention_mask"][:, -width:].float()
-        lengths = response.sum(-1).long()
-        last = batch["input_ids"][:, -width:].gather(1, (lengths - 1)[:, None]).squeeze(1)
-        truncated = (lengths == 12) & (last >= 30)
-        expected = response * (~truncated[:, None]).float() if mask_truncated else response
-        assert torch.equal(batch["response_mask"], expected)
-        counted += float(expected.sum())
-        # Out of the loss: no gradient reaches the log-probs of a masked answer.
-        logp = torch.zeros(batch["response_mask"].shape, requires_grad=True)
-        loss, _ = NFT().loss(
-            logp,
-            logp.detach(),
-            batch["response_mask"],
-            batch["correct"],
-            batch["correct_rate"],
-            num_tokens=batch["num_tokens"],
-            num_seqs=batch["num_seqs"],
-        )
-        loss.backward()
-        assert (logp.grad[truncated].abs().sum() == 0) == mask_truncated
-    assert float(micro_batches[0]["num_tokens"]) == counted  # the token mean's denominator counts only kept tokens
-
-
 def test_grouped_decoding_attention_equals_sdpa_with_repeated_heads():
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -225,19 +175,3 @@ def test_grouped_decoding_attention_equals_sdpa_with_repeated_heads():
         expected, _ = sdpa_attention_forward(layer, query, key, value, m, scaling=0.25)
         got, _ = grouped_decoding_attention(layer, query, key, value, m, scaling=0.25)
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
-
-
-@pytest.mark.parametrize("old_logp", ["recompute", "behaviour"])
-def test_old_logp_of_a_multi_step_epoch_is_recomputed_or_taken_from_generation(tokenizer, tiny_model, old_logp):
-    datamodule = toy_datamodule(samples_per_prompt=4, groups_per_step=2, old_logp=old_logp)
-    datamodule.connect(PolicyModule(tiny_model, tokenizer, NFT()))
-    datamodule.setup()
-    steps = datamodule.rollout(epoch=0)
-    assert len(steps) == 2
-    for batch in (b for micro_batches in steps for b in micro_batches):
-        mask = batch["response_mask"].bool()
-        if old_logp == "behaviour":
-            assert batch["old_logp"] is batch["behaviour_logp"]
-        else:  # a forward of the training model: the sampling policy's log-probs to float precision
-            assert batch["old_logp"] is not batch["behaviour_logp"]
-            torch.testing.assert_close(batch["old_logp"][mask], batch["behaviour_logp"][mask], atol=2e-5, rtol=1e-4)

@@ -38,6 +38,8 @@ def test_shipped_configs_are_valid(model):
         (["resume=yes"], "use resume=auto"),
         (["resume=auto", "ckpt_path=/no/such.ckpt"], "resume=auto and ckpt_path are both set"),
         (["ckpt_path=/no/such.ckpt"], "ckpt_path=/no/such.ckpt: no such checkpoint"),
+        (["benchmarks.toy.temperature=0"], "benchmarks.toy: temperature must be > 0"),
+        (["benchmarks.toy.samples=0"], "benchmarks.toy.samples must be >= 1"),
     ],
 )
 def test_each_mistake_is_named(overrides, expected):

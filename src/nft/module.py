@@ -20,12 +20,12 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 
 from nft.algorithms import OPTIONAL_INPUTS
 from nft.checkpoint import rng_states, set_rng_states
 from nft.data.batching import is_padding
 from nft.distributed import all_reduce_sum, is_sharded, shard_model
+from nft.report import EpochReport
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class PolicyModule(L.LightningModule):
         or gradient (the weights then are those of the last good step; a checkpoint with non-finite ones is refused).
     temperature: the sampling temperature; log-probs are taken of ``softmax(logits / temperature)``.
     fsdp: ``nft.distributed.shard_model`` settings (the ``fsdp`` config node), used under ``ModelParallelStrategy``.
+    report: where each optimizer step's loss, gradient norm and time are added up (``nft.report``; the pipeline
+        shares it with ``nft.eval.EpochSummary``, which logs the epoch).
     """
 
     def __init__(
@@ -58,10 +60,11 @@ class PolicyModule(L.LightningModule):
         max_skipped_in_a_row: int = 5,
         temperature: float = 1.0,
         fsdp: dict | None = None,
+        report: EpochReport | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.save_hyperparameters(ignore=["model", "tokenizer", "algorithm"])
+        self.save_hyperparameters(ignore=["model", "tokenizer", "algorithm", "report"])
         self.model = model
         self.tokenizer = tokenizer
         self.algorithm = algorithm
@@ -70,7 +73,7 @@ class PolicyModule(L.LightningModule):
             self.reference_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
-        self._epoch: dict[str, float] = {}
+        self.report = report if report is not None else EpochReport()
 
     # --- forward -----------------------------------------------------------------------------------------------
     def response_logprobs(self, batch: dict[str, torch.Tensor], model=None) -> torch.Tensor:
@@ -136,10 +139,7 @@ class PolicyModule(L.LightningModule):
         }
         logged.update({f"train/{name}": value for name, value in metric_sums.items()})
         self.log_dict(logged, on_step=True, on_epoch=False, batch_size=1)
-        self._epoch["loss"] += float(loss_sum)
-        self._epoch["grad_norm"] += float(grad_norm)
-        self._epoch["steps"] += 1
-        self._epoch["update"] += time.perf_counter() - start
+        self.report.update.add(float(loss_sum), float(grad_norm), time.perf_counter() - start)
 
     def micro_batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The algorithm's loss on one micro-batch (on-policy when the batch carries no ``old_logp``)."""
@@ -219,39 +219,11 @@ class PolicyModule(L.LightningModule):
         self.skipped_steps, self.skipped_in_a_row = state["skipped_steps"], state["skipped_in_a_row"]
         set_rng_states(state["rng"])
 
-    # --- per-epoch summary -------------------------------------------------------------------------------------
+    # --- epochs -------------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
         self.model.train()
         if self.reference_model is not None:  # Lightning put the whole module in train mode
             self.reference_model.eval()
 
     def on_train_epoch_start(self) -> None:
-        self._epoch = {"loss": 0.0, "grad_norm": 0.0, "steps": 0, "update": 0.0}
-
-    def on_train_epoch_end(self) -> None:
-        datamodule = self.trainer.datamodule
-        stats = dict(getattr(datamodule, "epoch_stats", {}))
-        steps = max(1, self._epoch["steps"])
-        stats["time/update"] = self._epoch["update"]
-        stats["train/epoch_loss"] = self._epoch["loss"] / steps
-        stats["train/epoch_grad_norm"] = self._epoch["grad_norm"] / steps
-        stats["train/skipped_steps"] = float(self.skipped_steps)
-        self.log_dict(stats, on_step=False, on_epoch=True, batch_size=1)
-        self._print_summary(stats)
-
-    @rank_zero_only
-    def _print_summary(self, stats: dict[str, float]) -> None:
-        log.info(
-            "epoch %d | acc %.3f | filtered %.2f | len %.1f | loss %+.4f | grad %.3f | steps %d "
-            "| gen %.1fs verify %.1fs update %.1fs",
-            self.current_epoch,
-            stats.get("rollout/accuracy", float("nan")),
-            stats.get("rollout/filtered_frac", float("nan")),
-            stats.get("rollout/response_length", float("nan")),
-            stats["train/epoch_loss"],
-            stats["train/epoch_grad_norm"],
-            self._epoch["steps"],
-            stats.get("time/generate", 0.0),
-            stats.get("time/verify", 0.0),
-            stats["time/update"],
-        )
+        self.report.start_epoch()

@@ -1,5 +1,10 @@
 """``train(cfg)``: check the config, build everything from it and run Lightning, resuming a run when asked;
-``evaluate(cfg)``: score a model on benchmarks (``nft.eval.checkpoint``).
+``evaluate(cfg)``: score a model on benchmarks (``nft.eval.offline``).
+
+``build`` wires the run's collaborators explicitly: one rollout backend (``cfg.rollout.backend``) serves the data
+module and the benchmark evaluation; one ``EpochReport`` is filled by the data module and the training module and
+written by ``EpochSummary`` (and shown by ``RolloutSamples``). A callback that needs them has
+``connect(*, generator, report)``.
 
 Resuming: ``resume=auto`` continues from the newest complete checkpoint under the run directory (start a run again in
 its old directory with ``hydra.run.dir=runs/<date>/<time> resume=auto``; with none there yet, it starts afresh), and
@@ -21,8 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from nft.checkpoint import resume_path
 from nft.distributed import run_scope
-from nft.eval.checkpoint import evaluate as evaluate_model
+from nft.eval import EpochSummary
+from nft.eval.offline import evaluate as evaluate_model
 from nft.module import PolicyModule
+from nft.report import EpochReport
+from nft.rollout.base import Generator
 from nft.validate import validate
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,8 @@ class Run:
     trainer: L.Trainer
     module: PolicyModule
     datamodule: L.LightningDataModule
+    generator: Generator
+    report: EpochReport
 
 
 def build(cfg: DictConfig) -> Run:
@@ -50,12 +60,24 @@ def build(cfg: DictConfig) -> Run:
     algorithm = instantiate(cfg.algo)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)  # plain types: checkpoints load with weights_only
     fsdp = OmegaConf.to_container(cfg.fsdp, resolve=True)
+    report = EpochReport()
     module = PolicyModule(
-        policy.model, policy.tokenizer, algorithm, temperature=cfg.rollout.sampling.temperature, fsdp=fsdp, **optim
+        policy.model,
+        policy.tokenizer,
+        algorithm,
+        temperature=cfg.rollout.sampling.temperature,
+        fsdp=fsdp,
+        report=report,
+        **optim,
     )
-    datamodule = instantiate(cfg.data)
+    generator = instantiate(cfg.rollout.backend)
+    # Built as a partial, then called: Hydra would copy a dataclass (the report) passed through `instantiate`.
+    datamodule = instantiate(cfg.data, _partial_=True)(generator=generator, report=report)
     datamodule.connect(module)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks = [EpochSummary(report), *(instantiate(c) for c in cfg.callbacks.values() if c is not None)]
+    for callback in callbacks:  # late binding: a callback that needs the run's collaborators asks for them
+        if hasattr(callback, "connect"):
+            callback.connect(generator=generator, report=report)
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None] if cfg.logger else False
     _keep_earlier_logs(loggers or [])
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
@@ -65,7 +87,7 @@ def build(cfg: DictConfig) -> Run:
         sum(p.numel() for p in policy.model.parameters()) / 1e6,
         algorithm,
     )
-    return Run(trainer, module, datamodule)
+    return Run(trainer, module, datamodule, generator, report)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -76,7 +98,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.resume == "auto":
             ckpt_path = resume_path(cfg.run_dir)
             log.info("resume=auto: %s", f"resuming from {ckpt_path}" if ckpt_path else "no checkpoint yet, afresh")
-        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
+        try:
+            run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
+        finally:
+            run.generator.close()
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}
     for callback in run.trainer.callbacks:
         for row in getattr(callback, "history", [])[-1:]:
@@ -85,7 +110,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate ``cfg.model`` on ``cfg.benchmarks`` and add its row to the results table (``nft.eval.checkpoint``)."""
+    """Evaluate ``cfg.model`` on ``cfg.benchmarks`` and add its row to the results table (``nft.eval.offline``)."""
     return evaluate_model(cfg)
 
 

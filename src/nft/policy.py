@@ -11,17 +11,16 @@ import torch
 class Policy:
     model: torch.nn.Module
     tokenizer: object
-    max_prompt_tokens: int
-    max_response_tokens: int
 
-    def __post_init__(self) -> None:
-        context = getattr(self.model.config, "max_position_embeddings", None)
-        if context is not None and self.max_prompt_tokens + self.max_response_tokens > context:
-            raise ValueError(
-                f"model.max_prompt_tokens + model.max_response_tokens = "
-                f"{self.max_prompt_tokens} + {self.max_response_tokens} exceeds the model's context of {context} "
-                "tokens: lower one of them"
-            )
+
+def check_context(model: torch.nn.Module, max_prompt_tokens: int, max_response_tokens: int) -> None:
+    """Refuse prompt and response limits that do not fit in the model's context (known once it is loaded)."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is not None and max_prompt_tokens + max_response_tokens > context:
+        raise ValueError(
+            f"model.max_prompt_tokens + model.max_response_tokens = {max_prompt_tokens} + {max_response_tokens} "
+            f"exceeds the model's context of {context} tokens: lower one of them"
+        )
 
 
 def pretrained_policy(
@@ -43,4 +42,5 @@ def pretrained_policy(
         path, dtype=getattr(torch, dtype), attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
     )
     model.train()  # from_pretrained returns eval mode
-    return Policy(model, tokenizer, max_prompt_tokens, max_response_tokens)
+    check_context(model, max_prompt_tokens, max_response_tokens)
+    return Policy(model, tokenizer)

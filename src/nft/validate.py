@@ -26,7 +26,14 @@ class ConfigError(ValueError):
 
 def validate(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` listing every problem of ``cfg`` (a composed ``train.yaml``)."""
-    problems = [*_resume(cfg), *_batches(cfg), *_lengths(cfg), *_backend(cfg), *_unknown_keys(cfg)]
+    problems = [
+        *_resume(cfg),
+        *_batches(cfg),
+        *_lengths(cfg),
+        *_backend(cfg),
+        *_benchmarks(cfg),
+        *_unknown_keys(cfg),
+    ]
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -97,6 +104,17 @@ def _backend(cfg: DictConfig) -> Iterator[str]:
             "rollout=vllm needs vLLM, which is not installed: `pip install -e '.[vllm]'` on a machine with a GPU, "
             "or use rollout=hf"
         )
+
+
+def _benchmarks(cfg: DictConfig) -> Iterator[str]:
+    """Each benchmark's protocol (samples, sampling settings), checked now rather than at the first evaluation."""
+    from nft.eval.evaluator import Benchmark
+
+    for name, spec in (cfg.get("benchmarks") or {}).items():
+        try:
+            Benchmark(name=name, **OmegaConf.to_container(spec, resolve=True))
+        except (TypeError, ValueError) as error:
+            yield str(error)
 
 
 def _unknown_keys(cfg: DictConfig) -> Iterator[str]:

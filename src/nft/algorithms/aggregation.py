@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import torch
 
+from nft.algorithms.base import check_choice
+
 LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "token_sum_norm")
+MAX_LOG_RATIO = 10.0  # the log-ratio is capped before ``exp`` (verl clamps at 20)
 
 
-def check_loss_agg(loss_agg: str, loss_norm: float = 1.0) -> None:
-    if loss_agg not in LOSS_AGGS:
-        raise ValueError(f"algo.loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
+def check_loss_agg(loss_agg: str, loss_norm: float) -> None:
+    check_choice("algo.loss_agg", loss_agg, LOSS_AGGS)
     if not loss_norm > 0:
         raise ValueError(f"algo.loss_norm must be > 0, got {loss_norm}")
 
@@ -53,8 +55,7 @@ def row_weights(
         return torch.ones_like(tokens_per_seq) / num_seqs
     if loss_agg == "seq_mean_token_mean":
         return 1.0 / (tokens_per_seq.clamp(min=1) * num_seqs)
-    check_loss_agg(loss_agg)
-    raise AssertionError("unreachable")
+    raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
 
 
 def aggregate(
@@ -78,6 +79,11 @@ def masked_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor, counted: torch.
     position would otherwise give ``inf * 0 = nan`` in the value or the gradient.
     """
     return torch.where(counted, logp - old_logp, logp.new_zeros(()))
+
+
+def capped_ratio(log_ratio: torch.Tensor) -> torch.Tensor:
+    """``exp(min(log_ratio, MAX_LOG_RATIO))``: a ratio that cannot overflow."""
+    return log_ratio.clamp(max=MAX_LOG_RATIO).exp()
 
 
 def masked_mean(values: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""What every algorithm class shares: the contract's ``loss`` call and the optional per-sample inputs.
+"""What every algorithm shares: its settings as one frozen dataclass, and the contract's ``loss`` call.
+
+Each algorithm is a frozen dataclass whose fields are its settings (declared once, with their defaults, and checked in
+``__post_init__``); its pure loss function takes the tensors and that object. A variant that only changes defaults
+(RFT of NFT, Dr.GRPO and DAPO of GRPO) is a subclass that redeclares those fields and nothing else.
 
 The training module calls, for every micro-batch,
 
@@ -18,18 +22,45 @@ Optional inputs (all per sample, [B], except ``ref_logp``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import ClassVar
 
 OPTIONAL_INPUTS = ("num_tokens", "num_seqs", "reward", "reward_mean", "reward_std", "group_size")
 
 
-class Algorithm:
-    """Base class: a subclass names its pure loss function, the optional inputs it takes, and keeps its settings."""
+def check_choice(key: str, value: str, choices: Iterable[str]) -> None:
+    """Refuse a string setting that is not one of ``choices``, naming the config key."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {choices}, got {value!r}")
 
-    loss_function: Callable  # (logp, old_logp, mask, correct, correct_rate, **settings, **inputs) -> (loss, metrics)
-    uses: tuple[str, ...] = ()  # the optional inputs (and ``ref_logp``) that ``loss_function`` takes
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """Base class: a subclass names its pure loss function and the optional inputs it takes; its fields are settings."""
+
+    loss_function = None  # (logp, old_logp, mask, correct, correct_rate, settings, **inputs) -> (loss, metrics)
+    uses: ClassVar[tuple[str, ...]] = ()  # the optional inputs (and ``ref_logp``) that ``loss_function`` takes
     needs_reference = False  # True: the module keeps a frozen copy of the initial policy and passes ``ref_logp``
-    settings: dict
+
+    def __post_init__(self) -> None:
+        """Settings from YAML arrive as ints and lists: store floats and tuples, so equal settings compare equal."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type == "float":
+                object.__setattr__(self, field.name, float(value))
+            elif field.type.startswith("tuple"):
+                object.__setattr__(self, field.name, tuple(float(v) for v in value))
+        self.check()
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the ``algo.*`` key of a setting out of range (subclasses extend it)."""
+
+    @property
+    def settings(self) -> dict:
+        """The settings by name (derived from the fields: for logs, hyperparameters and tests)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
     def loss(self, logp, old_logp, mask, correct, correct_rate, **inputs):
         """The contract's call; optional inputs this algorithm does not use are ignored, unknown ones refused."""
@@ -37,7 +68,5 @@ class Algorithm:
         if unknown:
             raise TypeError(f"{type(self).__name__}.loss got unknown inputs {sorted(unknown)}; see nft.algorithms.base")
         used = {name: inputs[name] for name in self.uses if name in inputs}
-        return type(self).loss_function(logp, old_logp, mask, correct, correct_rate, **self.settings, **used)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.settings.items())})"
+        function: Callable = type(self).loss_function
+        return function(logp, old_logp, mask, correct, correct_rate, self, **used)

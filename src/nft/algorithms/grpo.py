@@ -22,17 +22,26 @@ Choices and departures:
 - ``std_eps`` floors the std instead of being added to it: advantages are exact whenever the std exceeds it, and a
   group whose answers all score the same gets advantage 0 either way.
 - The log-ratio is capped at 10 before ``exp``, as NFT's (verl clamps at 20).
+- DAPO's and Dr.GRPO's classes accept a KL to a reference policy like GRPO's (``kl_coef``, 0 by default).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from nft.algorithms.aggregation import aggregate, check_loss_agg, masked_log_ratio, masked_mean, row_weights
-from nft.algorithms.base import Algorithm
+from nft.algorithms.aggregation import (
+    aggregate,
+    capped_ratio,
+    check_loss_agg,
+    masked_log_ratio,
+    masked_mean,
+    row_weights,
+)
+from nft.algorithms.base import Algorithm, check_choice
 
 STDS = ("population", "sample", "none")
-MAX_LOG_RATIO = 10.0
 
 
 def group_advantage(
@@ -64,8 +73,6 @@ def group_advantage(
             raise ValueError("algo.std=sample needs `group_size` (the data module passes it with every batch)")
         size = group_size.to(reward_std.dtype)
         reward_std = reward_std * (size / (size - 1.0).clamp(min=1.0)).sqrt()
-    elif std != "population":
-        raise ValueError(f"algo.std must be one of {STDS}, got {std!r}")
     return centered / reward_std.clamp(min=std_eps)
 
 
@@ -75,14 +82,8 @@ def grpo_loss(
     mask: torch.Tensor,
     correct: torch.Tensor,
     correct_rate: torch.Tensor,
+    settings: GRPO,
     *,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    std: str = "population",
-    std_eps: float = 1e-6,
-    loss_agg: str = "seq_mean_token_mean",
-    loss_norm: float = 1.0,
-    kl_coef: float = 0.0,
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
     reward: torch.Tensor | None = None,
@@ -103,28 +104,27 @@ def grpo_loss(
     advantage = group_advantage(
         correct,
         correct_rate,
-        std=std,
-        std_eps=std_eps,
+        std=settings.std,
+        std_eps=settings.std_eps,
         reward=reward,
         reward_mean=reward_mean,
         reward_std=reward_std,
         group_size=group_size,
     ).to(logp.dtype)
-    ratio = masked_log_ratio(logp, old_logp, counted).clamp(max=MAX_LOG_RATIO).exp()
-    low = ((advantage < 0).to(logp.dtype) * (1.0 - clip_low))[:, None]
-    high = torch.full_like(advantage, torch.inf).masked_fill(advantage > 0, 1.0 + clip_high)[:, None]
+    ratio = capped_ratio(masked_log_ratio(logp, old_logp, counted))
+    low = ((advantage < 0).to(logp.dtype) * (1.0 - settings.clip_low))[:, None]
+    high = torch.full_like(advantage, torch.inf).masked_fill(advantage > 0, 1.0 + settings.clip_high)[:, None]
     clipped = ratio.clamp(min=low, max=high)
-    agg_weights = row_weights(mask, loss_agg, num_tokens=num_tokens, num_seqs=num_seqs, loss_norm=loss_norm)
-    per_answer = -advantage * agg_weights * (clipped * mask).sum(-1)
+    totals = dict(num_tokens=num_tokens, num_seqs=num_seqs, loss_norm=settings.loss_norm)
+    per_answer = -advantage * row_weights(mask, settings.loss_agg, **totals) * (clipped * mask).sum(-1)
     loss = per_answer.sum()
     metrics = {}
-    if kl_coef > 0:
+    if settings.kl_coef > 0:
         if ref_logp is None:
             raise ValueError("algo.kl_coef > 0 needs `ref_logp` (the module passes it when `needs_reference`)")
         ref_diff = masked_log_ratio(ref_logp, logp, counted)
         kl = ref_diff.exp() - ref_diff - 1.0
-        agg = dict(num_tokens=num_tokens, num_seqs=num_seqs, loss_norm=loss_norm)
-        loss = loss + kl_coef * aggregate(kl, mask, loss_agg, **agg)
+        loss = loss + settings.kl_coef * aggregate(kl, mask, settings.loss_agg, **totals)
         metrics["kl"] = masked_mean(kl.detach(), counted)
 
     with torch.no_grad():
@@ -139,72 +139,51 @@ def grpo_loss(
     return loss, metrics
 
 
+@dataclass(frozen=True)
 class GRPO(Algorithm):
-    """GRPO with its settings bound; ``loss`` follows the algorithms contract (see ``nft.algorithms.base``).
+    """GRPO's settings (``conf/algo/grpo.yaml`` documents each); ``loss`` follows the algorithms contract.
 
     ``kl_coef > 0`` adds the KL to a frozen reference policy; then ``needs_reference`` is True and the module keeps a
     frozen copy of the initial policy. With the default 0 no reference model is built or run.
     """
 
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    std: str = "population"
+    std_eps: float = 1e-6
+    loss_agg: str = "seq_mean_token_mean"
+    loss_norm: float = 1.0
+    kl_coef: float = 0.0
+
     loss_function = staticmethod(grpo_loss)
     uses = ("num_tokens", "num_seqs", "reward", "reward_mean", "reward_std", "group_size", "ref_logp")
 
-    def __init__(
-        self,
-        clip_low: float = 0.2,
-        clip_high: float = 0.2,
-        std: str = "population",
-        std_eps: float = 1e-6,
-        loss_agg: str = "seq_mean_token_mean",
-        loss_norm: float = 1.0,
-        kl_coef: float = 0.0,
-    ) -> None:
-        if not (0 <= clip_low < 1 and clip_high >= 0):
-            raise ValueError(f"algo.clip_low must be in [0, 1) and algo.clip_high >= 0, got {clip_low}, {clip_high}")
-        if std not in STDS:
-            raise ValueError(f"algo.std must be one of {STDS}, got {std!r}")
-        if std_eps <= 0 or kl_coef < 0:
-            raise ValueError(f"algo.std_eps must be > 0 and algo.kl_coef >= 0, got {std_eps} and {kl_coef}")
-        check_loss_agg(loss_agg, loss_norm)
-        self.settings = dict(
-            clip_low=float(clip_low),
-            clip_high=float(clip_high),
-            std=std,
-            std_eps=float(std_eps),
-            loss_agg=loss_agg,
-            loss_norm=float(loss_norm),
-            kl_coef=float(kl_coef),
-        )
+    def check(self) -> None:
+        if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
+            raise ValueError(
+                f"algo.clip_low must be in [0, 1) and algo.clip_high >= 0, got {self.clip_low}, {self.clip_high}"
+            )
+        check_choice("algo.std", self.std, STDS)
+        if self.std_eps <= 0 or self.kl_coef < 0:
+            raise ValueError(f"algo.std_eps must be > 0 and algo.kl_coef >= 0, got {self.std_eps} and {self.kl_coef}")
+        check_loss_agg(self.loss_agg, self.loss_norm)
 
     @property
     def needs_reference(self) -> bool:
-        return self.settings["kl_coef"] > 0
+        return self.kl_coef > 0
 
 
+@dataclass(frozen=True)
 class DrGRPO(GRPO):
     """Dr.GRPO: GRPO without the std normalisation, with a constant normaliser (``loss_norm``) by default."""
 
-    def __init__(
-        self,
-        clip_low: float = 0.2,
-        clip_high: float = 0.2,
-        loss_agg: str = "token_sum_norm",
-        loss_norm: float = 1.0,
-        kl_coef: float = 0.0,
-    ) -> None:
-        super().__init__(clip_low, clip_high, std="none", loss_agg=loss_agg, loss_norm=loss_norm, kl_coef=kl_coef)
+    std: str = "none"
+    loss_agg: str = "token_sum_norm"
 
 
+@dataclass(frozen=True)
 class DAPO(GRPO):
-    """DAPO's loss: clip-higher and token-mean, no KL (dynamic sampling and overlong shaping are data-side)."""
+    """DAPO's loss: clip-higher and token-mean (dynamic sampling and overlong shaping are data-side)."""
 
-    def __init__(
-        self,
-        clip_low: float = 0.2,
-        clip_high: float = 0.28,
-        std: str = "population",
-        std_eps: float = 1e-6,
-        loss_agg: str = "token_mean",
-        loss_norm: float = 1.0,
-    ) -> None:
-        super().__init__(clip_low, clip_high, std=std, std_eps=std_eps, loss_agg=loss_agg, loss_norm=loss_norm)
+    clip_high: float = 0.28
+    loss_agg: str = "token_mean"

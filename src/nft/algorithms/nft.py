@@ -31,25 +31,19 @@ Departures from the reference code (NVlabs/NFT ``dp_actor.py``), each a default 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from nft.algorithms.aggregation import check_loss_agg, masked_log_ratio, masked_mean, row_weights
-from nft.algorithms.base import Algorithm
+from nft.algorithms.aggregation import capped_ratio, check_loss_agg, masked_log_ratio, masked_mean, row_weights
+from nft.algorithms.base import Algorithm, check_choice
 
-PROMPT_WEIGHTS = ("none", "dr_grpo", "grpo")
+PROMPT_WEIGHTS = {  # w(r) of the (already clipped) correct rate
+    "none": torch.ones_like,
+    "dr_grpo": lambda rate: 1.0 - rate,
+    "grpo": lambda rate: ((1.0 - rate) / rate).sqrt(),
+}
 RATIOS = ("token", "sequence")
-MAX_LOG_RATIO = 10.0
-
-
-def prompt_weight_of(correct_rate: torch.Tensor, prompt_weight: str) -> torch.Tensor:
-    """w(r) for the (already clipped) correct rate [B]."""
-    if prompt_weight == "none":
-        return torch.ones_like(correct_rate)
-    if prompt_weight == "dr_grpo":
-        return 1.0 - correct_rate
-    if prompt_weight == "grpo":
-        return ((1.0 - correct_rate) / correct_rate).sqrt()
-    raise ValueError(f"algo.prompt_weight must be one of {PROMPT_WEIGHTS}, got {prompt_weight!r}")
 
 
 class LogClampStraightThrough(torch.autograd.Function):
@@ -77,15 +71,8 @@ def nft_loss(
     mask: torch.Tensor,
     correct: torch.Tensor,
     correct_rate: torch.Tensor,
+    settings: NFT,
     *,
-    neg_weight: float = 1.0,
-    prompt_weight: str = "dr_grpo",
-    ratio: str = "token",
-    neg_ratio_floor: float = 1.0,
-    pos_ratio_floor: float = 0.0,
-    correct_rate_clip: tuple[float, float] = (0.02, 0.98),
-    loss_agg: str = "token_mean",
-    loss_norm: float = 1000.0,
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -96,34 +83,34 @@ def nft_loss(
     ``pos_loss`` and ``neg_loss`` (the correct- and wrong-answer parts; they sum to the loss), ``entropy`` (mean
     negative log-prob of the sampled tokens, an entropy proxy).
     """
-    if ratio not in RATIOS:
-        raise ValueError(f"algo.ratio must be one of {RATIOS}, got {ratio!r}")
     counted_tokens = mask > 0
     counted = counted_tokens  # what a ratio is taken over: tokens, or (sequence mode) answers
     mask = mask.to(logp.dtype)
     correct = correct.to(logp.dtype)
     wrong = 1.0 - correct
-    rate = correct_rate.to(logp.dtype).clamp(*correct_rate_clip)
+    rate = correct_rate.to(logp.dtype).clamp(*settings.correct_rate_clip)
     log_ratio = masked_log_ratio(logp, old_logp, counted_tokens)
-    if ratio == "sequence":
+    if settings.ratio == "sequence":
         counted = counted.any(-1, keepdim=True)
         log_ratio = log_ratio.sum(-1, keepdim=True)
-    ratio_value = log_ratio.clamp(max=MAX_LOG_RATIO).exp()
+    ratio_value = capped_ratio(log_ratio)
 
     offset = wrong / (1.0 - rate)
     slope = correct - wrong * rate / (1.0 - rate)
-    floor = (correct * pos_ratio_floor + wrong * neg_ratio_floor)[:, None]
+    floor = (correct * settings.pos_ratio_floor + wrong * settings.neg_ratio_floor)[:, None]
     implicit = torch.addcmul(offset[:, None], slope[:, None], ratio_value)  # R, or (1 - r R) / (1 - r)
     log_term = LogClampStraightThrough.apply(implicit, floor)
-    if ratio == "token":
+    if settings.ratio == "token":
         sums = (log_term * mask).sum(-1)
     else:  # one term per answer = the token sum of its evenly spread loss (0 for answers with no counted token)
         sums = log_term.squeeze(-1) * counted.squeeze(-1)
 
-    kind_weight = correct + wrong * neg_weight
-    weights = -prompt_weight_of(rate, prompt_weight) * kind_weight
-    weights = weights * row_weights(mask, loss_agg, num_tokens=num_tokens, num_seqs=num_seqs, loss_norm=loss_norm)
-    per_answer = weights * sums
+    kind_weight = correct + wrong * settings.neg_weight
+    weights = -PROMPT_WEIGHTS[settings.prompt_weight](rate) * kind_weight
+    aggregation = row_weights(
+        mask, settings.loss_agg, num_tokens=num_tokens, num_seqs=num_seqs, loss_norm=settings.loss_norm
+    )
+    per_answer = weights * aggregation * sums
     loss = per_answer.sum()
 
     with torch.no_grad():
@@ -139,71 +126,44 @@ def nft_loss(
     return loss, metrics
 
 
+@dataclass(frozen=True)
 class NFT(Algorithm):
-    """NFT with its settings bound; ``loss`` follows the algorithms contract (see ``nft.algorithms.base``).
+    """NFT's settings (``conf/algo/nft.yaml`` documents each); ``loss`` follows the algorithms contract.
 
     NFT learns from binary correctness: shaped rewards, group statistics and ``ref_logp`` are not used.
     """
 
+    neg_weight: float = 1.0
+    prompt_weight: str = "dr_grpo"
+    ratio: str = "token"
+    neg_ratio_floor: float = 1.0
+    pos_ratio_floor: float = 0.0
+    correct_rate_clip: tuple[float, float] = (0.02, 0.98)
+    loss_agg: str = "token_mean"
+    loss_norm: float = 1000.0
+
     loss_function = staticmethod(nft_loss)
     uses = ("num_tokens", "num_seqs")
 
-    def __init__(
-        self,
-        neg_weight: float = 1.0,
-        prompt_weight: str = "dr_grpo",
-        ratio: str = "token",
-        neg_ratio_floor: float = 1.0,
-        pos_ratio_floor: float = 0.0,
-        correct_rate_clip: tuple[float, float] = (0.02, 0.98),
-        loss_agg: str = "token_mean",
-        loss_norm: float = 1000.0,
-    ) -> None:
-        if prompt_weight not in PROMPT_WEIGHTS:
-            raise ValueError(f"algo.prompt_weight must be one of {PROMPT_WEIGHTS}, got {prompt_weight!r}")
-        if ratio not in RATIOS:
-            raise ValueError(f"algo.ratio must be one of {RATIOS}, got {ratio!r}")
-        if neg_ratio_floor <= 0 or pos_ratio_floor < 0:
+    def check(self) -> None:
+        check_choice("algo.prompt_weight", self.prompt_weight, PROMPT_WEIGHTS)
+        check_choice("algo.ratio", self.ratio, RATIOS)
+        check_loss_agg(self.loss_agg, self.loss_norm)
+        if self.neg_ratio_floor <= 0 or self.pos_ratio_floor < 0:
             raise ValueError(
                 "algo.neg_ratio_floor must be > 0 and algo.pos_ratio_floor >= 0 (they floor a value whose log is "
-                f"taken), got {neg_ratio_floor} and {pos_ratio_floor}"
+                f"taken), got {self.neg_ratio_floor} and {self.pos_ratio_floor}"
             )
-        if neg_weight < 0:
-            raise ValueError(f"algo.neg_weight must be >= 0 (1 = NFT, 0 = RFT), got {neg_weight}")
-        low, high = correct_rate_clip
+        if self.neg_weight < 0:
+            raise ValueError(f"algo.neg_weight must be >= 0 (1 = NFT, 0 = RFT), got {self.neg_weight}")
+        low, high = self.correct_rate_clip
         if not 0 < low <= high < 1:
-            raise ValueError(f"algo.correct_rate_clip must satisfy 0 < low <= high < 1, got {correct_rate_clip}")
-        check_loss_agg(loss_agg, loss_norm)
-        self.settings = dict(
-            neg_weight=float(neg_weight),
-            prompt_weight=prompt_weight,
-            ratio=ratio,
-            neg_ratio_floor=float(neg_ratio_floor),
-            pos_ratio_floor=float(pos_ratio_floor),
-            correct_rate_clip=(float(low), float(high)),
-            loss_agg=loss_agg,
-            loss_norm=float(loss_norm),
-        )
+            raise ValueError(f"algo.correct_rate_clip must satisfy 0 < low <= high < 1, got {self.correct_rate_clip}")
 
 
+@dataclass(frozen=True)
 class RFT(NFT):
     """Rejection-sampling fine-tuning: likelihood of the correct answers only (NFT with ``neg_weight = 0``)."""
 
-    def __init__(
-        self,
-        prompt_weight: str = "none",
-        ratio: str = "token",
-        pos_ratio_floor: float = 0.0,
-        correct_rate_clip: tuple[float, float] = (0.02, 0.98),
-        loss_agg: str = "token_mean",
-        loss_norm: float = 1000.0,
-    ) -> None:
-        super().__init__(
-            neg_weight=0.0,
-            prompt_weight=prompt_weight,
-            ratio=ratio,
-            pos_ratio_floor=pos_ratio_floor,
-            correct_rate_clip=correct_rate_clip,
-            loss_agg=loss_agg,
-            loss_norm=loss_norm,
-        )
+    neg_weight: float = 0.0
+    prompt_weight: str = "none"

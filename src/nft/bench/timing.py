@@ -11,6 +11,7 @@ import time
 import lightning as L
 
 from nft.bench.workload import ForeignCpu
+from nft.report import EpochReport
 
 
 class IterationTimer(L.Callback):
@@ -20,6 +21,10 @@ class IterationTimer(L.Callback):
 
     def __init__(self) -> None:
         self.iterations: list[dict[str, float]] = []
+        self.report = EpochReport()
+
+    def connect(self, *, report: EpochReport, generator=None) -> None:
+        self.report = report
 
     def on_fit_start(self, trainer, pl_module) -> None:  # before the first epoch's rollout
         self._cpu = ForeignCpu()
@@ -30,7 +35,7 @@ class IterationTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
-        stats = getattr(trainer.datamodule, "epoch_stats", {})
+        stats = self.report.rollout.stats if self.report.rollout is not None else {}
         # The rollout happens once an epoch, before its first step: later steps of the epoch did none of it.
         rollout = stats if batch_idx == 0 else {}
         self.iterations.append(

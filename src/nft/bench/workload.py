@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import resource
@@ -45,12 +44,6 @@ def rows(count: int = ITERATIONS * PROMPTS_PER_ITERATION) -> list[dict]:
         {"id": f"add-{i}", "problem": PROMPT.format(a=a, b=b), "answer": str(a + b)}
         for i, (a, b) in enumerate(pairs(count))
     ]
-
-
-def write_prompts(path: Path, count: int = ITERATIONS * PROMPTS_PER_ITERATION) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows(count)))
-    return path
 
 
 def attention_flops(n: int) -> int:

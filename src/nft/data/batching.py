@@ -35,6 +35,7 @@ class Sample:
     reward_mean: float = 0.0  # the group's mean and population std of ``reward``, and its size (set_group_stats)
     reward_std: float = 0.0
     group_size: int = 0
+    text: str = ""  # the decoded answer (for the loggers)
 
     def __post_init__(self) -> None:
         if self.reward is None:

@@ -1,11 +1,12 @@
 """BenchmarkEval: evaluate the policy on the benchmarks before training, every ``eval_every`` epochs, and at the end.
 
-An evaluation samples each benchmark's problems (rank r of w takes problems r, r + w, ...; with a vLLM engine spanning
-several ranks, the engine takes them and its ranks split them: ``nft.distributed.RolloutShard``), verifies the answers,
-computes the metrics of ``nft.eval.metrics`` (summed across ranks) and logs ``val/<benchmark>/<metric>`` and
-``val/average`` (the mean of the benchmarks' avg@n) to every logger. Rank zero writes, in the output directory:
+An evaluation samples each benchmark's problems with the run's generator (``connect``; each rank its share, as in
+training: ``nft.data.answers``), verifies the answers, computes the metrics of ``nft.eval.metrics`` (summed across
+ranks) and logs ``val/<benchmark>/<metric>`` and ``val/average`` (the mean of the benchmarks' avg@n) to every logger.
+Rank zero writes, in the output directory:
 
-- ``eval/<benchmark>.jsonl``: every answer's record with its ``epoch`` (``nft.eval.records``);
+- ``eval/<benchmark>.jsonl``: every answer's record with its ``epoch`` (``nft.eval.records``); an evaluation of an
+  epoch that the file already holds (a resumed run repeating it) replaces those records and any later ones;
 - ``eval/<benchmark>.png``: the benchmark's avg@n, maj@n and pass@n against epochs;
 - ``accuracy.png``: each benchmark's avg@n and the average; ``results.jsonl``: one row of metrics per evaluation.
 
@@ -23,10 +24,9 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from nft.distributed import rollout_shard
+from nft.distributed import all_gather_objects
 from nft.eval.evaluator import Benchmark, Evaluator
 from nft.eval.metrics import BenchmarkMetrics
 from nft.eval.plots import plot_accuracy
@@ -49,6 +49,11 @@ class BenchmarkEval(L.Callback):
         self.at_start = at_start
         self.output_dir = output_dir
         self.history: list[dict] = []
+        self.generator = None
+
+    def connect(self, *, generator, report=None) -> None:
+        """The run's rollout backend, shared with the data module (``nft.pipeline`` connects it)."""
+        self.generator = generator
 
     # --- when ----------------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -74,14 +79,15 @@ class BenchmarkEval(L.Callback):
 
     # --- what ----------------------------------------------------------------------------------------------------
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> dict[str, float]:
-        generator = trainer.datamodule.generator
-        generator.sync(pl_module)
+        if self.generator is None:
+            raise RuntimeError("BenchmarkEval.connect(generator=...) must be called before training")
+        self.generator.sync(pl_module)
         metrics: dict[str, float] = {}
         for benchmark in self.evaluator.benchmarks:
             metrics.update(self._evaluate_one(benchmark, trainer, pl_module, epoch))
-        generator.release()
-        headline = [metrics[f"val/{b.name}/{b.metric}"] for b in self.evaluator.benchmarks]
-        metrics["val/average"] = sum(headline) / len(headline)
+        self.generator.release()
+        metrics["val/average"] = self.evaluator.average(metrics)
+        self.history = [row for row in self.history if row["epoch"] < epoch]  # a resumed run repeating an epoch
         self.history.append({"epoch": epoch, "step": trainer.global_step, **metrics})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
@@ -91,21 +97,16 @@ class BenchmarkEval(L.Callback):
     def _evaluate_one(self, benchmark: Benchmark, trainer: L.Trainer, pl_module, epoch: int) -> dict[str, float]:
         start = time.perf_counter()
         prepared = self.evaluator.prepare(benchmark, pl_module.tokenizer)
-        generator = trainer.datamodule.generator
-        shard = rollout_shard(generator.tensor_parallel_size)
-        indices = shard.take(list(range(len(prepared.problems))))
-        seed = 1_000_003 * shard.engine + 10_000 + epoch
-        records = self.evaluator.sample(prepared, indices, generator, pl_module.tokenizer, seed)
-        owned = {prepared.problems[i].id for j, i in enumerate(indices) if shard.owns(j)}
-        records = [r for r in records if r["problem_id"] in owned]
+        indices = list(range(len(prepared.problems)))
+        records = self.evaluator.sample(benchmark, prepared, indices, self.generator, pl_module.tokenizer)
         metrics = BenchmarkMetrics(benchmark.samples).to(pl_module.device)
         metrics.update(records)
         values = metrics.compute()
-        records = _gather(records, trainer.world_size)
+        records = [r for rank_records in all_gather_objects(records) for r in rank_records]
         if trainer.is_global_zero:
-            protocol = {**benchmark.protocol(), "prompt": repr(self.evaluator.prompt)}
+            protocol = {**benchmark.protocol(), "prompt": repr(self.evaluator.prompt), "seed": self.evaluator.seed}
             path = self._directory(trainer) / "eval" / f"{benchmark.name}.jsonl"
-            RecordFile(path, protocol).append({"epoch": epoch, **r} for r in records)
+            RecordFile(path, protocol).replace_from(epoch, ({"epoch": epoch, **r} for r in records))
             log.info(
                 "%s: %s (%d problems x %d answers, %.1fs)",
                 benchmark.name,
@@ -148,12 +149,3 @@ class BenchmarkEval(L.Callback):
             best = max(row.get(name, math.nan) for row in self.history)
             lines.append(f"{name:<28} {start.get(name, math.nan):>7.3f} {best:>7.3f} {final[name]:>7.3f}")
         log.info("held-out accuracy (epoch %d -> %d):\n%s", start["epoch"], final["epoch"], "\n".join(lines))
-
-
-def _gather(records: list[dict], world_size: int) -> list[dict]:
-    """Every rank's records (on every rank); the records themselves when there is one rank."""
-    if world_size == 1 or not torch.distributed.is_initialized():
-        return records
-    shards: list = [None] * world_size
-    torch.distributed.all_gather_object(shards, records)
-    return [r for shard in shards for r in shard]

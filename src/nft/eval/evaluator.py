@@ -1,8 +1,14 @@
 """Benchmark evaluation: sample answers to a benchmark's problems with the current policy, verify, write records.
 
-Used by the ``BenchmarkEval`` callback during training and by ``src/evaluate.py`` (``nft.eval.checkpoint``) on saved
-checkpoints. Both turn the records this module writes (one dict per answer) into metrics with
-``nft.eval.metrics.BenchmarkMetrics``, so a number is always recomputable from the records on disk.
+Used by the ``BenchmarkEval`` callback during training and by ``src/evaluate.py`` (``nft.eval.offline``) on saved
+models, through the answer path that training uses too (``nft.data.answers``). Both turn the records this module
+writes (one dict per answer) into metrics with ``nft.eval.metrics.BenchmarkMetrics``, so a number is always
+recomputable from the records on disk.
+
+Each problem's answers are sampled from a seed of its own, derived from the run's seed, the benchmark and the
+problem's id (``nft.seeds``): the records do not depend on the number of ranks, the tensor-parallel size, the chunk
+an offline evaluation is in, or the epoch (every evaluation of a run samples with the same random numbers, so the
+difference between two epochs is the models', not the draws').
 
 Prompts longer than ``max_prompt_tokens`` are skipped with a warning (``long_prompts="skip"``), as the reference
 trainer (verl's ``filter_overlong_prompts``, used by NVlabs/NFT for validation too) does; ``"error"`` refuses them.
@@ -12,11 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from nft.data.problems import Problem, load_problems
+from nft.data.answers import EncodedProblems, answer_problems, encode_problems
+from nft.data.problems import load_problems
 from nft.data.prompts import PromptTemplate
 from nft.rollout.base import SamplingParams
+from nft.seeds import derive_seed
 from nft.verify import MathVerifier, last_boxed
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,10 @@ class Benchmark:
     def __post_init__(self) -> None:
         if self.samples < 1:
             raise ValueError(f"benchmarks.{self.name}.samples must be >= 1, got {self.samples}")
+        try:
+            self.sampling()
+        except ValueError as error:
+            raise ValueError(f"benchmarks.{self.name}: {error}") from None
         self.title = self.title or self.name
         self.columns = dict(self.columns) if self.columns else None
 
@@ -67,17 +79,6 @@ class Benchmark:
         }
 
 
-@dataclass
-class PreparedBenchmark:
-    """A benchmark's problems with their prompt token ids (long prompts already skipped)."""
-
-    benchmark: Benchmark
-    source: str
-    problems: list[Problem]
-    prompt_ids: list[list[int]]
-    skipped: list[str] = field(default_factory=list)  # ids of problems skipped for a long prompt
-
-
 class Evaluator:
     """Runs benchmarks with one prompt template and verifier.
 
@@ -86,6 +87,7 @@ class Evaluator:
         prompt: how a problem becomes the prompt. verifier: scores the answers.
         max_prompt_tokens: longer prompts are skipped or refused (None: no limit).
         long_prompts: ``"skip"`` (with a warning) or ``"error"``.
+        seed: the run's seed, from which each problem's sampling seed is derived.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Evaluator:
         verifier: MathVerifier,
         max_prompt_tokens: int | None = None,
         long_prompts: str = "skip",
+        seed: int = 0,
     ) -> None:
         if long_prompts not in ("skip", "error"):
             raise ValueError(f"long_prompts must be 'skip' or 'error', got {long_prompts!r}")
@@ -105,68 +108,56 @@ class Evaluator:
         self.verifier = verifier
         self.max_prompt_tokens = max_prompt_tokens
         self.long_prompts = long_prompts
-        self._prepared: dict[str, PreparedBenchmark] = {}
+        self.seed = seed
+        self._prepared: dict[str, EncodedProblems] = {}
 
-    def prepare(self, benchmark: Benchmark, tokenizer) -> PreparedBenchmark:
+    def prepare(self, benchmark: Benchmark, tokenizer) -> EncodedProblems:
         """Load and encode a benchmark's problems (once per evaluator)."""
-        if benchmark.name in self._prepared:
-            return self._prepared[benchmark.name]
-        loaded = load_problems(benchmark.path, columns=benchmark.columns, split=benchmark.split, limit=benchmark.limit)
-        encoded = self.prompt.encode([p.problem for p in loaded.problems], tokenizer)
-        limit = self.max_prompt_tokens
-        long = [i for i, ids in enumerate(encoded) if limit is not None and len(ids) > limit]
-        if long and self.long_prompts == "error":
-            raise ValueError(
-                f"{loaded.source}: problem {loaded.problems[long[0]].id!r} has a {len(encoded[long[0]])}-token prompt, "
-                f"over model.max_prompt_tokens={limit} ({len(long)} such problems; raise the limit, or skip them)"
+        if benchmark.name not in self._prepared:
+            loaded = load_problems(
+                benchmark.path, columns=benchmark.columns, split=benchmark.split, limit=benchmark.limit
             )
-        if len(long) == len(encoded):
-            raise ValueError(f"{loaded.source}: no prompt fits in model.max_prompt_tokens={limit}")
-        if long:
-            log.warning("%s: skipped %d of %d prompts over %d tokens", loaded.source, len(long), len(encoded), limit)
-        skipped = set(long)
-        keep = [i for i in range(len(encoded)) if i not in skipped]
-        prepared = PreparedBenchmark(
-            benchmark,
-            loaded.source,
-            [loaded.problems[i] for i in keep],
-            [encoded[i] for i in keep],
-            [loaded.problems[i].id for i in long],
-        )
-        self._prepared[benchmark.name] = prepared
-        return prepared
+            self._prepared[benchmark.name] = encode_problems(
+                loaded,
+                self.prompt,
+                tokenizer,
+                self.max_prompt_tokens,
+                self.long_prompts,
+                limit_key="model.max_prompt_tokens",
+                skip_key="callbacks.benchmark_eval.evaluator.long_prompts=skip",
+                field_name=(benchmark.columns or {}).get("problem", "problem"),
+            )
+        return self._prepared[benchmark.name]
 
     def sample(
-        self, prepared: PreparedBenchmark, indices: Sequence[int], generator, tokenizer, seed: int
+        self, benchmark: Benchmark, prepared: EncodedProblems, indices: Sequence[int], generator, tokenizer
     ) -> list[dict]:
-        """Answer the problems at ``indices`` (``samples`` answers each) and verify: one record per answer.
+        """Answer the problems at ``indices`` (``samples`` answers each) and verify: one record per answer this rank
+        owns (every rank passes the same ``indices``; see ``nft.data.answers``).
 
         ``generator`` must already hold the weights to evaluate (``generator.sync``).
         """
-        benchmark = prepared.benchmark
-        if not indices:
-            return []
-        completions = generator.generate(
-            [prepared.prompt_ids[i] for i in indices], benchmark.samples, benchmark.sampling(), seed
+        problems = prepared.problems
+        seeds = [derive_seed(self.seed, "eval", benchmark.name, problems[i].id) for i in indices]
+        answers, _ = answer_problems(
+            prepared, indices, seeds, benchmark.samples, benchmark.sampling(), generator, tokenizer, self.verifier
         )
-        flat = [
-            (prepared.problems[i], j, c)
-            for i, group in zip(indices, completions, strict=True)
-            for j, c in enumerate(group)
-        ]
-        texts = tokenizer.batch_decode([c.token_ids for _, _, c in flat], skip_special_tokens=True)
-        scores = self.verifier.score(texts, [problem.answer for problem, _, _ in flat])
         return [
             {
                 "benchmark": benchmark.name,
-                "problem_id": problem.id,
-                "sample": sample,
-                "response": text,
-                "extracted": last_boxed(text),
-                "answer": problem.answer,
-                "correct": bool(score),
-                "length": len(completion.token_ids),
-                "finish_reason": completion.finish_reason,
+                "problem_id": problems[a.index].id,
+                "sample": a.sample,
+                "response": a.text,
+                "extracted": last_boxed(a.text),
+                "answer": problems[a.index].answer,
+                "correct": bool(a.correct),
+                "length": len(a.completion.token_ids),
+                "finish_reason": a.completion.finish_reason,
             }
-            for (problem, sample, completion), text, score in zip(flat, texts, scores, strict=True)
+            for a in answers
         ]
+
+    def average(self, metrics: Mapping[str, float]) -> float:
+        """``val/average``: the mean of the benchmarks' headline metric (avg@samples) in ``metrics``."""
+        headline = [metrics[f"val/{b.name}/{b.metric}"] for b in self.benchmarks]
+        return sum(headline) / len(headline)

@@ -51,6 +51,24 @@ class RecordFile:
             f.flush()
             os.fsync(f.fileno())
 
+    def replace_from(self, epoch: int, records: Iterable[dict]) -> None:
+        """Append ``records`` of ``epoch`` after dropping any record of ``epoch`` or later (a resumed training run
+        repeating evaluations its checkpoint did not see), so that every record appears once. The rewrite, when one
+        is needed, is atomic."""
+        existing = self.read()
+        if all(r["epoch"] < epoch for r in existing):
+            self.append(records)
+            return
+        kept = [r for r in existing if r["epoch"] < epoch]
+        log.info("%s: replacing %d records of epoch %d and later", self.path, len(existing) - len(kept), epoch)
+        partial = self.path.with_name(self.path.name + ".partial")
+        lines = [json.dumps({"protocol": self.protocol}), *(json.dumps(r) for r in [*kept, *records])]
+        with partial.open("w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, self.path)
+
     def _parse(self, number: int, line: str) -> dict:
         try:
             row = json.loads(line)

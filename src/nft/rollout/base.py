@@ -8,6 +8,8 @@ from typing import Protocol
 
 import torch
 
+from nft.seeds import derive_seed
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -46,16 +48,17 @@ class Completion:
 class Generator(Protocol):
     """A rollout backend.
 
-    ``sync(module)`` is the named weight-sync step (the module's current weights become the sampling policy);
-    ``generate`` samples ``n`` answers per prompt; ``release()`` says generation is over for now (vLLM frees its memory
-    for training; the transformers backend has nothing to free). ``seed`` is one seed per prompt, or one int from which
-    per-prompt seeds are derived by position: a prompt's answers depend only on its seed, not on the batch it is in.
-    ``tensor_parallel_size`` ranks share one engine and must call ``generate`` with the same prompts.
+    ``sync(policy)`` is the named weight-sync step: the current weights of ``policy.model`` become the sampling
+    policy (``policy.tokenizer`` gives the stop tokens); ``generate`` samples ``n`` answers per prompt; ``release()``
+    says generation is over for now (vLLM frees its memory for training; the transformers backend has nothing to
+    free); ``close()`` ends the backend for good (its engine and files). ``seed`` is one seed per prompt, or one int
+    from which per-prompt seeds are derived by position: a prompt's answers depend only on its seed, not on the batch
+    it is in. ``tensor_parallel_size`` ranks share one engine and must call ``generate`` with the same prompts.
     """
 
     tensor_parallel_size: int
 
-    def sync(self, module) -> None: ...
+    def sync(self, policy) -> None: ...
 
     def generate(
         self, prompts: Sequence[Sequence[int]], n: int, sampling: SamplingParams, seed: int | Sequence[int]
@@ -63,12 +66,25 @@ class Generator(Protocol):
 
     def release(self) -> None: ...
 
+    def close(self) -> None: ...
+
 
 def prompt_seeds(seed: int | Sequence[int], count: int) -> list[int]:
     """One seed per prompt: ``seed`` itself when it is a sequence, else derived from ``seed`` and the position."""
     if isinstance(seed, int):
-        return [seed * 1_000_003 + i for i in range(count)]
+        return [derive_seed(seed, "prompt", i) for i in range(count)]
     seeds = [int(s) for s in seed]
     if len(seeds) != count:
         raise ValueError(f"got {len(seeds)} seeds for {count} prompts")
     return seeds
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The generation config's EOS ids and the tokenizer's EOS: generation stops at any of them."""
+    stop = model.generation_config.eos_token_id
+    stop = [stop] if isinstance(stop, int) else list(stop or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
+        stop.append(tokenizer.eos_token_id)
+    if not stop:
+        raise ValueError("the tokenizer and generation config define no EOS token: generation could not stop")
+    return stop

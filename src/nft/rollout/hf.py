@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from nft.distributed import gathered_parameters
 from nft.rollout.attention import grouped_decoding, preallocated_cache
-from nft.rollout.base import Completion, SamplingParams, prompt_seeds
+from nft.rollout.base import Completion, SamplingParams, prompt_seeds, stop_token_ids
 
 MASK32 = 0xFFFFFFFF
 
@@ -89,27 +89,24 @@ class HFGenerator:
         self.stop_ids: list[int] = []
         self.pad_id = 0
 
-    def sync(self, module) -> None:
+    def sync(self, policy) -> None:
         """The HF backend samples from the training model itself, so syncing is taking a reference to it."""
-        self.model = module.model
-        tokenizer = module.tokenizer
-        stop = module.model.generation_config.eos_token_id
-        stop = [stop] if isinstance(stop, int) else list(stop or [])
-        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
-            stop.append(tokenizer.eos_token_id)
-        if not stop:
-            raise ValueError("the tokenizer and generation config define no EOS token: generation could not stop")
-        self.stop_ids = stop
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+        self.model = policy.model
+        tokenizer = policy.tokenizer
+        self.stop_ids = stop_token_ids(policy.model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
 
     def release(self) -> None:
         """Nothing to free: the weights are the training model's."""
+
+    def close(self) -> None:
+        """Nothing to end."""
 
     def generate(
         self, prompts: Sequence[Sequence[int]], n: int, sampling: SamplingParams, seed: int | Sequence[int]
     ) -> list[list[Completion]]:
         if self.model is None:
-            raise RuntimeError("HFGenerator.generate called before sync(module)")
+            raise RuntimeError("HFGenerator.generate called before sync(policy)")
         seeds = prompt_seeds(seed, len(prompts))
         with gathered_parameters(self.model), grouped_decoding(self.model), torch.inference_mode():
             return self._generate(prompts, n, sampling, seeds)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as dist
 
 from nft.distributed import DTYPES, full_parameters
-from nft.rollout.base import Completion, SamplingParams, prompt_seeds
+from nft.rollout.base import Completion, SamplingParams, prompt_seeds, stop_token_ids
 from nft.rollout.weights import weight_buckets
 
 
@@ -52,17 +53,6 @@ def architecture_name(model) -> str:
     from torch.distributed.fsdp import FSDPModule
 
     return next(cls.__name__ for cls in type(model).__mro__ if not issubclass(cls, FSDPModule))
-
-
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """The generation config's EOS ids and the tokenizer's EOS: generation stops at any of them."""
-    stop = model.generation_config.eos_token_id
-    stop = [stop] if isinstance(stop, int) else list(stop or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
-        stop.append(tokenizer.eos_token_id)
-    if not stop:
-        raise ValueError("the tokenizer and generation config define no EOS token: generation could not stop")
-    return stop
 
 
 class VLLMGenerator:
@@ -100,12 +90,13 @@ class VLLMGenerator:
         self.llm = None
         self.asleep = False
         self.stop_ids: list[int] = []
+        self._config_folder: str | None = None  # the architecture-only folder the engine starts from
 
     # --- weights -----------------------------------------------------------------------------------------------------
-    def sync(self, module) -> None:
-        """Push the module's current weights into the engine (starting it on the first call)."""
-        model = module.model
-        self.stop_ids = stop_token_ids(model, module.tokenizer)
+    def sync(self, policy) -> None:
+        """Push the policy's current weights into the engine (starting it on the first call)."""
+        model = policy.model
+        self.stop_ids = stop_token_ids(model, policy.tokenizer)
         if self.llm is None:
             self.llm = self._start(model)
         if self.asleep:
@@ -123,6 +114,13 @@ class VLLMGenerator:
             self.llm.sleep(level=2)  # drop the weights too: the next sync replaces them anyway
             self.asleep = True
 
+    def close(self) -> None:
+        """End the engine and remove its config folder."""
+        if self._config_folder is not None:
+            shutil.rmtree(self._config_folder, ignore_errors=True)
+            self._config_folder = None
+        self.llm = None
+
     def _start(self, model):
         vllm = import_vllm()
         _set_launcher_environment()
@@ -131,7 +129,7 @@ class VLLMGenerator:
             raise ValueError(
                 f"rollout.backend.tensor_parallel_size={self.tensor_parallel_size} must divide the {world} processes"
             )
-        folder = tempfile.mkdtemp(prefix="nft-vllm-")
+        folder = self._config_folder = tempfile.mkdtemp(prefix="nft-vllm-")
         config = copy.deepcopy(model.config)  # the architecture only: weights come from sync
         config.architectures = [architecture_name(model)]  # unset for a model built in code (the tiny one)
         config.save_pretrained(folder)

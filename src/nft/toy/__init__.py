@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nft.data.problems import load_problems
 from nft.data.prompts import PromptTemplate
-from nft.policy import Policy, pretrained_policy
+from nft.policy import Policy, check_context, pretrained_policy
 from nft.toy.model import build_tiny_model, build_tokenizer
 from nft.toy.task import make_problems, write_toy_data
 from nft.toy.warmup import warm_up
@@ -73,7 +73,8 @@ def tiny_policy(
         )
         if folder is not None:
             _save_atomically(model, tokenizer, report, folder)
-    return Policy(model, tokenizer, max_prompt_tokens, max_response_tokens)
+    check_context(model, max_prompt_tokens, max_response_tokens)
+    return Policy(model, tokenizer)
 
 
 def hash_text(text: str) -> int:

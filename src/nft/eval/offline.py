@@ -3,8 +3,9 @@
 Each benchmark's problems are answered a chunk at a time (about ``eval.chunk_answers`` answers); a chunk's records are
 appended to ``<eval.dir>/<name>/<benchmark>.jsonl`` as soon as they are verified. The records are the state: running
 the same command again reads them, skips the problems already answered and goes on, so an interruption (Ctrl-C, a lost
-machine) costs at most the chunk in flight. Chunk c always holds the same problems and uses the same seed, so a resumed
-evaluation samples what an uninterrupted one would have. Metrics and the table are computed from the records on disk.
+machine) costs at most the chunk in flight. Each problem is sampled from a seed of its own (``nft.eval.evaluator``), so
+a resumed evaluation samples what an uninterrupted one would have, and the same model and seed give the records of the
+in-training evaluation. Metrics and the table are computed from the records on disk.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         for benchmark in evaluator.benchmarks:
             store = RecordFile(records_dir / f"{benchmark.name}.jsonl", {**benchmark.protocol(), **context})
             values, problems, skipped = evaluate_benchmark(
-                benchmark, evaluator, policy, generator, store, cfg.seed, cfg.eval.chunk_answers
+                benchmark, evaluator, policy, generator, store, cfg.eval.chunk_answers
             )
             metrics.update({f"val/{benchmark.name}/{k}": v for k, v in values.items()})
             cells[benchmark.name] = score(
@@ -54,8 +55,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise SystemExit(130) from None
     finally:
         evaluator.verifier.close()
-    headline = [cell["value"] for cell in cells.values()]
-    metrics["val/average"] = sum(headline) / len(headline)
+        generator.close()
+    metrics["val/average"] = evaluator.average(metrics)
     table = add_row(cfg.eval.dir, name, cells)
     print(f"\n{table}")
     log.info("table: %s; records: %s", Path(cfg.eval.dir) / "table.md", records_dir)
@@ -63,7 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def evaluate_benchmark(
-    benchmark: Benchmark, evaluator: Evaluator, policy, generator, store: RecordFile, seed: int, chunk_answers: int
+    benchmark: Benchmark, evaluator: Evaluator, policy, generator, store: RecordFile, chunk_answers: int
 ) -> tuple[dict[str, float], int, int]:
     """Answer the problems ``store`` lacks, chunk by chunk. Returns (metrics, problems, problems skipped)."""
     prepared = evaluator.prepare(benchmark, policy.tokenizer)
@@ -72,11 +73,11 @@ def evaluate_benchmark(
     per_chunk = max(1, chunk_answers // benchmark.samples)
     bar = tqdm(total=len(problems), initial=sum(p.id in done for p in problems), desc=benchmark.name, unit="problem")
     start, answers = time.perf_counter(), 0
-    for index, first in enumerate(range(0, len(problems), per_chunk)):
+    for first in range(0, len(problems), per_chunk):
         chunk = [i for i in range(first, min(first + per_chunk, len(problems))) if problems[i].id not in done]
         if not chunk:
             continue
-        records = evaluator.sample(prepared, chunk, generator, policy.tokenizer, seed=seed * 1_000_003 + index)
+        records = evaluator.sample(benchmark, prepared, chunk, generator, policy.tokenizer)
         store.append(records)
         answers += len(records)
         bar.update(len(chunk))
