@@ -237,7 +237,9 @@ class OnlineMathDataModule(L.LightningDataModule):
             rounds.samples += samples
             usable = mixed_groups(samples) if self.filter_groups else {s.group for s in samples}
             usable = set().union(*all_gather_objects(usable))
-            keep_groups = set(sorted(usable)[: self.prompts_per_epoch - len(rounds.kept_groups)])
+            # The first usable groups in draw order (a shuffle), as the reference's dynamic sampling keeps them.
+            in_draw_order = [i for i in indices if i in usable]
+            keep_groups = set(in_draw_order[: self.prompts_per_epoch - len(rounds.kept_groups)])
             rounds.kept += [s for s in samples if s.group in keep_groups]
             rounds.kept_groups |= keep_groups
             rounds.count += 1
