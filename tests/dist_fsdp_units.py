@@ -127,7 +127,8 @@ def run(rank: int, world: int, directory: str) -> None:
         modules.append(PolicyModule(model, tokenizer, NFT()))
     module, reference = modules
     mesh = init_device_mesh("cpu", (world,))
-    shard_model(module.model, mesh, param_dtype="float32", activation_checkpointing=True)
+    module.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    shard_model(module.model, mesh, param_dtype="float32")
     result = check_gradients(module, reference, rank, tokenizer.pad_token_id)
     result.update(check_weights(module, reference))
     result.update(check_generation(module, reference, rank, tokenizer))

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from nft.algorithms import DAPO, GRPO, NFT, RFT, DrGRPO
 from nft.algorithms.aggregation import LOSS_AGGS
+from nft.algorithms.correction import behaviour_weights
 from nft.algorithms.grpo import group_advantage
 
 from .conftest import compose_train
@@ -32,6 +33,18 @@ def naive_aggregate(terms: list[list[torch.Tensor]], loss_agg: str, loss_norm: f
     if loss_agg == "seq_mean_token_sum":
         return sum(sum(row) for row in counted) / max(1, len(counted))
     return sum(sum(row) / len(row) for row in counted) / max(1, len(counted))
+
+
+def naive_behaviour_weight(old_logp, behaviour_logp, mask, i, t, correction, cap, level) -> float:
+    """The behaviour correction's weight of token t of answer i, as nft.algorithms.correction defines it."""
+    if correction == "none":
+        return 1.0
+    tokens = [u for u in range(mask.shape[1]) if mask[i, u]]
+    pairs = tokens if level == "sequence" else [t]
+    w = math.exp(min(sum(float(old_logp[i, u] - behaviour_logp[i, u]) for u in pairs), 10.0))
+    if correction == "truncate":
+        return min(w, cap)
+    return w if w <= cap else 0.0
 
 
 def straight_through_log(value: torch.Tensor, floor: float) -> torch.Tensor:
@@ -54,7 +67,15 @@ def naive_nft(
     correct_rate_clip=(0.02, 0.98),
     loss_agg="token_mean",
     loss_norm=1000.0,
+    behaviour_correction="none",
+    behaviour_cap=2.0,
+    behaviour_level="token",
+    behaviour_logp=None,
 ):
+    def weight(i, t):
+        correction = (behaviour_correction, behaviour_cap, behaviour_level)
+        return naive_behaviour_weight(old_logp, behaviour_logp, mask, i, t, *correction)
+
     terms = []
     for i in range(logp.shape[0]):
         r = min(max(float(rate[i]), correct_rate_clip[0]), correct_rate_clip[1])
@@ -70,10 +91,10 @@ def naive_nft(
             return -w * straight_through_log((1 - r * big_r) / (1 - r), neg_ratio_floor)
 
         if ratio == "token":
-            terms.append([term(logp[i, t] - old_logp[i, t]) for t in tokens])
+            terms.append([term(logp[i, t] - old_logp[i, t]) * weight(i, t) for t in tokens])
         else:  # one loss per answer, spread evenly over its tokens
             seq_loss = term(sum(logp[i, t] - old_logp[i, t] for t in tokens)) if tokens else None
-            terms.append([seq_loss / len(tokens) for _ in tokens])
+            terms.append([seq_loss / len(tokens) * weight(i, t) for t in tokens])
     return naive_aggregate(terms, loss_agg, loss_norm)
 
 
@@ -91,6 +112,10 @@ def naive_grpo(
     loss_norm=1.0,
     kl_coef=0.0,
     ref_logp=None,
+    behaviour_correction="none",
+    behaviour_cap=2.0,
+    behaviour_level="token",
+    behaviour_logp=None,
 ):
     terms = []
     for i in range(logp.shape[0]):
@@ -103,7 +128,8 @@ def naive_grpo(
                 continue
             big_r = torch.exp(torch.clamp(logp[i, t] - old_logp[i, t], max=10.0))
             surrogate = torch.minimum(big_r * advantage, torch.clamp(big_r, 1 - clip_low, 1 + clip_high) * advantage)
-            loss = -surrogate
+            correction = (behaviour_correction, behaviour_cap, behaviour_level)
+            loss = -surrogate * naive_behaviour_weight(old_logp, behaviour_logp, mask, i, t, *correction)
             if kl_coef:
                 d = ref_logp[i, t] - logp[i, t]
                 loss = loss + kl_coef * (torch.exp(d) - d - 1)
@@ -370,3 +396,62 @@ def test_loss_refuses_an_unknown_input():
     NFT().loss(*args, reward=batch["correct"], ref_logp=batch["logp"])  # known ones, unused by NFT: ignored
     with pytest.raises(TypeError, match="num_token"):
         GRPO().loss(*args, num_token=3)
+
+
+# --- behaviour correction (truncated / masked importance sampling) ------------------------------------------------
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("correction", ["truncate", "mask"])
+@pytest.mark.parametrize(
+    ("algo", "setting"),
+    [
+        (NFT, {}),
+        (NFT, {"ratio": "sequence", "prompt_weight": "grpo"}),
+        (RFT, {}),
+        (GRPO, {"kl_coef": 0.04}),
+        (DAPO, {}),
+    ],
+    ids=str,
+)
+def test_behaviour_correction_equals_the_naive_loop(algo, setting, correction, level):
+    batch = make_batch([4, 3, 5], [1, 2, 3], width=7, seed=11, off_policy=0.3)
+    g = torch.Generator().manual_seed(5)
+    behaviour = batch["old_logp"] + 0.6 * torch.randn(batch["old_logp"].shape, generator=g, dtype=torch.float64)
+    ref_logp = batch["old_logp"] + 0.2 * torch.randn(batch["old_logp"].shape, generator=g, dtype=torch.float64)
+    cap = 1.5 if level == "token" else 3.0
+    algorithm = algo(**setting, behaviour_correction=correction, behaviour_cap=cap, behaviour_level=level)
+    args = (batch["old_logp"], batch["mask"], batch["correct"], batch["rate"])
+    extra = {"behaviour_logp": behaviour, "ref_logp": ref_logp}
+
+    def ours(logp):
+        return algorithm.loss(logp, *args, **extra)[0]
+
+    def naive(logp):
+        settings_ = {k: v for k, v in algorithm.settings.items() if k != "std_eps"}
+        if isinstance(algorithm, NFT):
+            return naive_nft(logp, *args, **settings_, behaviour_logp=behaviour)
+        rewards = batch["correct"].tolist()
+        return naive_grpo(logp, *args[:2], batch["groups"], rewards, **settings_, **extra)
+
+    value, grad = grad_of(ours, batch)
+    naive_value, naive_grad = grad_of(naive, batch)
+    torch.testing.assert_close(value, naive_value, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, naive_grad, rtol=1e-10, atol=1e-12)
+    _, metrics = algorithm.loss(batch["logp"], *args, **extra)
+    assert 0 < metrics["behaviour_capped_frac"] < 1  # the cap acts on some tokens, not all
+    weights = behaviour_weights(batch["old_logp"], behaviour, batch["mask"], correction, cap, level)
+    assert weights.max() <= cap and (weights[batch["mask"] == 0] == 0).all()  # bounded, and nothing on padding
+
+
+@pytest.mark.parametrize("name", sorted(ALGOS))
+def test_behaviour_correction_off_changes_nothing_bit_for_bit(name):
+    batch = make_batch([4, 3], [1, 2], width=6, seed=2, off_policy=0.3)
+    args = (batch["logp"], batch["old_logp"], batch["mask"], batch["correct"], batch["rate"])
+    algorithm = ALGOS[name]()
+    assert algorithm.behaviour_correction == "none"
+    plain, _ = algorithm.loss(*args)
+    given, _ = algorithm.loss(*args, behaviour_logp=batch["old_logp"] - 1.0)  # far off: ignored when off
+    assert torch.equal(plain, given)
+    with pytest.raises(ValueError, match="algo.behaviour_correction"):
+        ALGOS[name](behaviour_correction="clip")
+    with pytest.raises(ValueError, match="needs `behaviour_logp`"):
+        ALGOS[name](behaviour_correction="truncate").loss(*args)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -15,17 +20,15 @@ from nft.verify import MathVerifier
 from .conftest import ROOT, PolicyHandle
 
 
-def toy_datamodule(**settings) -> OnlineMathDataModule:
-    """The toy problems, 4 prompts an epoch, answers of up to 12 tokens, no group filtering."""
+def toy_datamodule(max_new_tokens: int = 12, **settings) -> OnlineMathDataModule:
+    """The toy problems, by default 4 prompts an epoch, answers of up to 12 tokens, no group filtering."""
     return OnlineMathDataModule(
         str(ROOT / "data" / "toy" / "train.jsonl"),
         PromptTemplate(style="plain", user="{problem}\n"),
         HFGenerator(max_batch_rows=64, show_progress=False),
         MathVerifier(num_workers=1),
-        SamplingParams(max_new_tokens=12),
-        prompts_per_epoch=4,
-        filter_groups=False,
-        **settings,
+        SamplingParams(max_new_tokens=max_new_tokens),
+        **{"prompts_per_epoch": 4, "filter_groups": False, **settings},
     )
 
 
@@ -77,3 +80,45 @@ def test_old_logp_of_a_multi_step_epoch_is_recomputed_or_taken_from_generation(t
         else:  # a forward of the training model: the sampling policy's log-probs to float precision
             assert batch["old_logp"] is not batch["behaviour_logp"]
             torch.testing.assert_close(batch["old_logp"][mask], batch["behaviour_logp"][mask], atol=2e-5, rtol=1e-4)
+
+
+def refill_rounds():
+    """One epoch's generation rounds of the warmed-up tiny policy: 16 groups wanted, rounds of 12 prompts, up to 4.
+    Returns the rounds and the mixed groups among this rank's answers."""
+    from hydra.utils import instantiate
+
+    from nft.data.batching import mixed_groups
+
+    from .conftest import compose_train
+
+    policy = instantiate(compose_train([]).model)
+    datamodule = toy_datamodule(
+        32, samples_per_prompt=4, prompts_per_epoch=16, max_gen_rounds=4, round_prompts=12, filter_groups=True
+    )
+    datamodule.connect(policy)
+    datamodule.setup()
+    datamodule.generator.sync(policy)
+    rounds = datamodule._generation_rounds(epoch=0, timings={"time/generate": 0.0, "time/verify": 0.0})
+    return rounds, mixed_groups(rounds.samples)
+
+
+def test_refill_rounds_keep_the_first_mixed_groups_in_draw_order_on_one_and_two_ranks(tmp_path):
+    rounds, mixed = refill_rounds()
+    assert rounds.count >= 2 and len(rounds.drawn) == 12 * rounds.count  # a real refill
+    assert len(set(rounds.drawn)) == len(rounds.drawn)  # no prompt drawn twice
+    assert rounds.kept_groups == [g for g in rounds.drawn if g in mixed][:16]  # draw order, not index order
+    assert rounds.kept_groups != sorted(rounds.kept_groups)
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "dist_refill.py"), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):  # each rank generated half the prompts; together they keep what one process keeps
+        on_two = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert on_two["drawn"] == rounds.drawn and on_two["kept"] == rounds.kept_groups
+        assert on_two["mixed"] == sorted(mixed)

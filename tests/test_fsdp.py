@@ -8,14 +8,20 @@ same prompts, then resumes from the sharded checkpoint of the first epoch.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
+
+from nft.checkpoint import progress_of, resume_path
 
 from .conftest import ROOT
 
@@ -102,6 +108,55 @@ def test_two_ranks_train_like_one_process_and_resume_from_the_sharded_checkpoint
     reference = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "export")
     for (name, p), (_, q) in zip(exported.named_parameters(), reference.named_parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def run_until_killed(args: list[str]) -> int:
+    """Run a 2-rank training command until a fault kills it; then end its whole process group (the other rank)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = str(ROOT)  # the faults live in tests/
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        return process.wait(timeout=300)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def exported_hash(run_dir) -> str:
+    tensors = load_file(run_dir / "export" / "model.safetensors")
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode() + tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_a_killed_two_rank_run_resumes_from_its_sharded_checkpoint_to_the_same_weights(tmp_path):
+    run = ["src/train.py", *TWO_RANKS, *TOY_RUN, "trainer.max_epochs=3", "callbacks.checkpoint.save_top_k=1"]
+    run_script([*run, f"hydra.run.dir={tmp_path / 'reference'}"])
+    crashed = tmp_path / "crashed"
+    same_command = [*run, f"hydra.run.dir={crashed}", "resume=auto"]
+    # 1. Killed on every rank while its second sharded checkpoint is being saved: the first stays valid.
+    strategy = "trainer.strategy._target_=tests.faults.KillDuringShardedSave"
+    assert run_until_killed([*same_command, strategy, "+trainer.strategy.save=2"]) == -signal.SIGKILL
+    checkpoints = crashed / "checkpoints"
+    [partial] = checkpoints.glob("*.ckpt.partial")
+    assert partial.is_dir() and (partial / "meta.pt").is_file()  # written, never renamed into place
+    assert progress_of(Path(resume_path(crashed)))[1] == 0  # epoch 0's checkpoint, whole
+    # 2. Relaunched with the same command: it resumes from epoch 0's sharded checkpoint and ends where the
+    #    uninterrupted run ends, bit for bit.
+    result = run_script(same_command)
+    assert "resume=auto: resuming from" in result.stdout + result.stderr
+    assert not list(checkpoints.glob("*.partial")) and not list(checkpoints.glob("last-v*"))
+    assert exported_hash(crashed) == exported_hash(tmp_path / "reference")
 
 
 @pytest.mark.gpu

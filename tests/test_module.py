@@ -18,9 +18,10 @@ from .test_batching import make_samples
 
 
 # --- non-finite inputs on a real Lightning step ------------------------------------------------------------------
-def fit_one_step(module: PolicyModule, step: list[dict[str, torch.Tensor]]) -> L.Trainer:
+def fit_one_step(module: PolicyModule, step: list[dict[str, torch.Tensor]], precision="32-true") -> L.Trainer:
     trainer = L.Trainer(
         accelerator="cpu",
+        precision=precision,
         max_epochs=1,
         logger=False,
         enable_checkpointing=False,
@@ -70,3 +71,20 @@ def test_minus_inf_on_a_counted_token_skips_and_counts_the_step(tokenizer, tiny_
     trainer = fit_one_step(module, step)
     assert module.skipped_steps == 1 and not changed(before, tiny_model)
     assert trainer.callback_metrics["train/skipped_steps"] == 1
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_one_device_mixed_precision_keeps_float32_masters_that_move_at_lr_1e_6(tokenizer, tiny_model, precision):
+    """trainer=gpu's precision, on the CPU: the model arrives in bf16 (model.dtype), AdamW at lr 1e-6 moves float32
+    masters under bf16-mixed; bf16-true (the old trainer=gpu) keeps bf16 weights and most updates round away."""
+    tiny_model.to(torch.bfloat16)
+    module = PolicyModule(tiny_model, tokenizer, NFT(), lr=1e-6)
+    before = [p.detach().float().clone() for p in tiny_model.parameters()]
+    fit_one_step(module, toy_step({0: [1, 0, 0, 1], 1: [0, 1, 1, 1]}), precision=precision)
+    after = list(tiny_model.parameters())
+    moved = sum(int((a.detach().float() != b).sum()) for a, b in zip(after, before, strict=True))
+    fraction = moved / sum(b.numel() for b in before)
+    if precision == "bf16-mixed":
+        assert all(p.dtype == torch.float32 for p in after) and fraction > 0.5
+    else:
+        assert all(p.dtype == torch.bfloat16 for p in after) and fraction < 0.1

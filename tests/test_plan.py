@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nft.plan import KNOWN, architecture_of, compose, plan
+from nft.plan import KNOWN, architecture_of, check_fits, compose, plan
 from nft.toy import build_tiny_model, build_tokenizer
 
 from .conftest import ROOT
@@ -17,7 +17,7 @@ GB = 10**9
 
 
 def test_tiny_plan_by_hand():
-    p = plan(compose(["trainer.devices=2", "data.micro_batch_tokens=65536"]))  # model 64 + 32 tokens
+    p = plan(compose(["trainer.devices=2", "data.micro_batch_tokens=65536", "activation_checkpointing=true"]))
     # 4 layers of h=128, I=512, 4 heads, 2 kv heads (d=32, kv width 64), vocab 260, tied embeddings:
     # layer = q (128*128+128) + k, v 2*(128*64+64) + o 128*128 + mlp 3*128*512 + norms 2*128 = 246,272
     # root = embeddings 260*128 + final norm 128 = 33,408; N = 4*246,272 + 33,408 = 1,018,496
@@ -81,3 +81,34 @@ def test_the_command_line_prints_and_warns():
     assert "32.76B parameters" in out and "8 GPUs = 8 ranks" in out
     assert "optimizer state (AdamW, float32)" in out and "activations" in out and "vLLM share: 0.60" in out
     assert "WARNING: does not fit a 80 GB GPU" in out  # 32B on 8 x 80 GB: 16 N / 8 = 65.5 GB of state alone
+
+
+ONE_GPU = ["trainer=gpu", "data=dapo17k", "activation_checkpointing=true", "rollout.backend.kv_cache_gb=20"]
+
+
+def test_one_gpu_plans_float32_masters_bf16_compute_and_a_bounded_kv_cache():
+    small = plan(compose(["model=qwen1.5b", *ONE_GPU]))
+    n = small.architecture.parameters  # Qwen2.5-Math-1.5B: 1,543,714,304
+    assert n == 1_543_714_304 and not small.sharded and small.ranks == 1
+    assert (small.parameters, small.gradients, small.optimizer, small.gathered) == (4 * n, 4 * n, 8 * n, 0)
+    # bf16 activations of 16,384-token micro-batches, checkpointed: L T h 2 + T A 2 with A = 8h + 4 kv d + 4 I
+    h, i, kv = 1536, 8960, 256
+    assert small.activations_checkpointed == 28 * 16_384 * h * 2 + 16_384 * (8 * h + 4 * kv + 4 * i) * 2
+    # The transformers rollout generates with the float32 masters; its KV cache is held to 20 GB (fewer rows)
+    rows = 20 * GB // ((512 + 3584) * 2 * 28 * kv * 4)
+    assert small.hf_generation == 20 * GB + rows * 151_936 * 12
+    assert small.peak(80 * GB) == small.training < 55 * GB  # fits an 80 GB GPU, as the README's one-GPU command
+    check_fits(small, 80 * GB)
+
+    big = plan(compose(["model=qwen7b", *ONE_GPU]))
+    assert big.training > 16 * big.architecture.parameters > 120 * GB  # float32 state alone: 16 bytes a parameter
+    with pytest.raises(MemoryError, match=r"does not fit this 80 GB GPU.*model=qwen1\.5b.*trainer=fsdp"):
+        check_fits(big, 80 * GB)
+
+
+def test_the_planner_answers_a_config_it_does_not_plan_with_a_message():
+    result = subprocess.run(
+        [sys.executable, "-m", "nft.plan", "trainer=cpu"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "nft.plan plans GPU runs: trainer=fsdp" in result.stderr

@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,13 +36,30 @@ def train_in_subprocess(run_dir, *overrides: str) -> subprocess.CompletedProcess
     )
     try:
         output, _ = process.communicate(timeout=300)
-    finally:  # a SIGKILLed trainer leaves its verifier workers behind: end its whole process group
+        time.sleep(0.5)  # the kernel's parent-death signals reach the verifier workers
+        left = group_alive(process.pid)
+    finally:  # whatever is left of the run (nothing should be: see left_behind)
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         process.wait()
-    return subprocess.CompletedProcess(command, process.returncode, output)
+    done = subprocess.CompletedProcess(command, process.returncode, output)
+    done.left_behind = left
+    return done
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live process of the run's process group (its verifier workers, say) is left. A dead one whose
+    parent died waits as a zombie until the machine's init reaps it: it holds no resources and does not count."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)": state, ppid, pgrp, ...
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def weights_hash(run_dir) -> str:
@@ -80,6 +99,7 @@ def test_killed_runs_resume_to_the_same_weights(tmp_path):
     kill_in_epoch_2 = ["+callbacks.kill._target_=tests.faults.KillAfterStep", "+callbacks.kill.epoch=2"]
     second = train_in_subprocess(run_dir, "resume=auto", *kill_in_epoch_2)
     assert second.returncode == -signal.SIGKILL, second.stdout[-3000:]
+    assert not first.left_behind and not second.left_behind  # SIGKILLed, and no verifier worker outlived it
     assert "resuming from" in second.stdout and "a checkpoint save was interrupted" in second.stdout
     assert not list(last.parent.glob("*.partial")) and checkpoint_epoch(last) == 1
     # 3. Resumed again, to the end.
@@ -95,6 +115,30 @@ def test_killed_runs_resume_to_the_same_weights(tmp_path):
     for written in ("eval/toy.jsonl", "logs/rollout_samples.md"):
         assert (run_dir / written).read_text() == (tmp_path / "reference" / written).read_text(), written
     assert (run_dir / "logs" / "metrics.1.csv").is_file() and (run_dir / "logs" / "metrics.2.csv").is_file()
+
+
+def test_sigterm_saves_the_current_iteration_and_exits_and_resume_continues_it(tmp_path):
+    reference = train_in_subprocess(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stdout[-3000:]
+    sigterm = {  # during the update of epoch 1 (after its first step), and during the rollout of epoch 1
+        "update": [
+            "+callbacks.kill._target_=tests.faults.KillAfterStep",
+            "+callbacks.kill.epoch=1",
+            "+callbacks.kill.signal_name=SIGTERM",
+        ],
+        "generation": ["rollout.backend._target_=tests.faults.SigtermDuringGeneration", "+rollout.backend.call=4"],
+    }  # generate calls: 1 the start's evaluation, 2 epoch 0's rollout, 3 its evaluation, 4 epoch 1's rollout
+    for when, fault in sigterm.items():
+        run_dir = tmp_path / when
+        start = time.monotonic()
+        stopped = train_in_subprocess(run_dir, *fault)
+        assert stopped.returncode == 143, stopped.stdout[-3000:]  # 128 + SIGTERM: preempted, not failed
+        assert "SIGTERM: policy iteration 1 is complete" in stopped.stdout and not stopped.left_behind
+        assert time.monotonic() - start < 120  # the whole run; the signal to the exit takes a few seconds
+        assert checkpoint_epoch(run_dir / "checkpoints" / "preempted.ckpt") == 1
+        resumed = train_in_subprocess(run_dir, "resume=auto")
+        assert resumed.returncode == 0 and "preempted.ckpt" in resumed.stdout, resumed.stdout[-3000:]
+        assert weights_hash(run_dir) == weights_hash(tmp_path / "reference"), when
 
 
 def test_resume_path_takes_the_newest_complete_checkpoint(tmp_path):

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from nft.pipeline import build
 from nft.toy import build_tiny_model, build_tokenizer
-from nft.toy.task import make_problems, solution_text
+from nft.toy.task import make_problems, solution_text, steps_solution_text
+from nft.verify import MathVerifier
 
-from .conftest import ROOT
+from .conftest import ROOT, compose_train
 
 
 @settings(max_examples=200, deadline=None)
@@ -74,3 +77,52 @@ def test_shipped_toy_files_are_the_generated_ones():
     for rows, name in ((train, "train"), (test, "test")):
         lines = (ROOT / "data" / "toy" / f"{name}.jsonl").read_text().splitlines()
         assert [json.loads(line) for line in lines] == rows
+
+
+# --- the reasoning task: three-digit addition, column by column -------------------------------------------------------
+def test_shipped_reasoning_task_files_are_the_generated_ones_and_held_out():
+    train, test = make_problems(seed=0, task="add3_steps")
+    for rows, name in ((train, "train"), (test, "test")):
+        lines = (ROOT / "data" / "toy_steps" / f"{name}.jsonl").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == rows
+    assert len(test) == 500 and len(train) == 10_000 and not {r["id"] for r in train} & {r["id"] for r in test}
+    assert steps_solution_text(472, 385) == "2+5=7, 7+8=15, 4+3+1=8, 472+385=857 \\boxed{857}"
+    assert steps_solution_text(999, 999) == "9+9=18, 9+9+1=19, 9+9+1=19, 999+999=1998 \\boxed{1998}"
+    tokenizer = build_tokenizer()
+    lengths = [len(tokenizer(r["solution"])["input_ids"]) for r in test]
+    assert 40 <= min(lengths) and max(lengths) <= 60  # a trace of 40 to 60 tokens, under model.max_response_tokens=64
+
+
+def test_reasoning_traces_verify_and_a_wrong_final_number_does_not():
+    _, test = make_problems(seed=0, task="add3_steps")
+    responses = [r["solution"] for r in test]
+    wrong = [r["solution"].replace(f"\\boxed{{{r['answer']}}}", f"\\boxed{{{int(r['answer']) + 1}}}") for r in test]
+    verifier = MathVerifier(num_workers=1)
+    try:
+        assert verifier.score(responses, [r["answer"] for r in test]) == [1.0] * len(test)
+        assert verifier.score(wrong, [r["answer"] for r in test]) == [0.0] * len(test)
+    finally:
+        verifier.close()
+    for row in test[:50]:  # each column's sum is right, with its carry
+        a, b = map(int, row["problem"].removeprefix("What is ").removesuffix("?").split("+"))
+        carry = 0
+        for step, x, y in zip(row["solution"].split(", ")[:3], str(a)[::-1], str(b)[::-1], strict=True):
+            total = int(x) + int(y) + carry
+            assert step == f"{x}+{y}{'+1' if carry else ''}={total}"
+            carry = total // 10
+
+
+@pytest.mark.parametrize("algo", ["nft", "rft", "grpo", "dr_grpo", "dapo"])
+def test_every_algorithm_trains_the_reasoning_task_off_policy(tmp_path, algo):
+    """Two epochs of 16 prompts x 8 answers in steps of 4 groups (up to 4 optimizer steps per rollout, old log-probs
+    recomputed), dynamic sampling of up to 2 rounds, from the warmed-up tiny model (cached after the first run)."""
+    small = ["trainer.max_epochs=2", "data.prompts_per_epoch=16", "data.groups_per_step=4", "debug=quiet"]
+    run = build(compose_train(["experiment=paper_in_miniature", f"algo={algo}", *small], run_dir=tmp_path))
+    before = [p.detach().clone() for p in run.module.model.parameters()]
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert run.module.global_step > 2 and run.module.skipped_steps == 0  # several optimizer steps per rollout
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.module.model.parameters(), strict=True))
+    stats = run.datamodule.epoch_stats
+    assert 0 < stats["rollout/accuracy"] < 1 and stats["rollout/response_length"] > 40
+    assert stats["rollout/steps"] > 1 and stats["time/old_logp"] > 0
+    assert torch.isfinite(run.trainer.callback_metrics["train/loss"])

@@ -83,3 +83,17 @@ def test_unknown_keys_on_the_command_line_get_a_suggestion():
     assert "optim.learning_rate is not a setting of this config: optim has betas, grad_clip, lr," in result.stderr
     assert "trainer.max_epoch is not a setting of this config: did you mean trainer.max_epochs?" in result.stderr
     assert "experiment is not a setting" not in result.stderr  # a group choice is not a key
+
+
+def test_a_vllm_sweep_in_one_process_is_refused_before_any_work(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "src/train.py", "-m", "rollout=vllm", "seed=0,1", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "rollout=vllm cannot run a -m sweep in one process" in result.stderr
+    assert "Start one process per job" in result.stderr
+    assert not list(tmp_path.glob("*/config.yaml"))  # no job got as far as its run directory

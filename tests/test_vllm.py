@@ -11,6 +11,7 @@ import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
 from nft.rollout import SamplingParams
+from nft.rollout.integrity import WeightSyncError, check_fingerprints, sync_and_check, trainer_fingerprints
 from nft.rollout.vllm import VLLMGenerator, import_vllm
 from nft.rollout.weights import checkpoint_name, weight_buckets
 
@@ -73,10 +74,26 @@ class RecordingEngine:
         engine = self
 
         class Model:
+            """vLLM's Qwen2: q/k/v and gate/up fused into one weight each (``packed_modules_mapping``)."""
+
+            packed_modules_mapping = {
+                "qkv_proj": ["q_proj", "k_proj", "v_proj"],
+                "gate_up_proj": ["gate_proj", "up_proj"],
+            }
+
             def load_weights(self, weights):
                 weights = list(weights)
                 engine.loaded.update(weights)
                 engine.calls.append(("load_weights", len(weights)))
+
+            def named_parameters(self):
+                fused = {}
+                for name, tensor in engine.loaded.items():
+                    for target, parts in self.packed_modules_mapping.items():
+                        for part in parts:
+                            name = name.replace(f".{part}.", f".{target}.")
+                    fused.setdefault(name, []).append(tensor)
+                return [(name, torch.cat(tensors)) for name, tensors in fused.items()]
 
         return [func(Model())]
 
@@ -154,3 +171,29 @@ def test_vllm_answers_carry_the_policys_logprobs_and_follow_each_sync(tiny_model
     changed = generator.generate(prompts, 4, SamplingParams(max_new_tokens=16), seed=[1, 2])
     assert [[c.token_ids.tolist() for c in g] for g in changed] != [[c.token_ids.tolist() for c in g] for g in groups]
     generator.release()
+
+
+def test_the_sync_check_reads_the_engines_fused_weights_and_names_a_stale_one(tiny_model, tokenizer):
+    generator = VLLMGenerator()
+    engine = generator.llm = RecordingEngine()
+    policy = PolicyHandle(tiny_model, tokenizer)
+    compared = sync_and_check(generator, policy)  # bf16 on both sides, q/k/v and gate/up concatenated
+    names = generator.fingerprints()[0]
+    assert compared == len(names) and any(".qkv_proj." in name for name in names)  # every tensor, fused ones too
+    with torch.no_grad():
+        tiny_model.model.layers[1].self_attn.k_proj.weight.add_(0.5)  # trained, but the engine is not told
+    with pytest.raises(WeightSyncError, match=r"model\.layers\.1\.self_attn\.qkv_proj\.weight"):
+        check_fingerprints(*_stale_check(generator, policy))
+    assert engine.calls[-1] == ("reset_prefix_cache",)  # the check read the engine; it changed nothing
+
+
+def _stale_check(generator, policy):
+    engine, fused = generator.fingerprints()  # no sync: what the engine still holds
+    wanted = {name: shape for name, (shape, _) in engine.items()}
+    return engine, trainer_fingerprints(policy.model, wanted, fused, generator.weight_dtype)
+
+
+def test_engine_kwargs_that_repeat_an_argument_are_a_clear_error():
+    with pytest.raises(ValueError, match=r"repeats .*\['dtype', 'seed'\].*set rollout.backend.dtype; seed is fixed"):
+        VLLMGenerator(engine_kwargs={"dtype": "float16", "seed": 3, "max_num_seqs": 8})
+    VLLMGenerator(engine_kwargs={"max_num_seqs": 8})  # a setting of vllm.LLM the backend leaves alone

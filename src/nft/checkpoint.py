@@ -6,8 +6,13 @@ truncated ``last.ckpt`` and no valid checkpoint at all. ``AtomicCheckpointIO`` w
 file, flushes it to disk and renames it over the old checkpoint (``os.replace`` is atomic within a directory), so at
 every instant the checkpoint on disk is either the previous one or the new one.
 
-``resume=auto`` (``resume_path``) picks, among the ``*.ckpt`` files under the run directory, the one with the most
-optimizer steps that loads; interrupted ``*.partial`` files are removed. As the reference code's
+Under ``trainer=fsdp`` a checkpoint is a folder of shards (``torch.distributed.checkpoint``, with Lightning's
+``meta.pt`` beside them). ``AtomicModelParallelStrategy`` writes it as ``<name>.partial/`` and rank 0 renames it into
+place once every rank has written its shard, so a kill during the save leaves the previous checkpoint, complete.
+
+``resume=auto`` (``resume_path``) picks, among the ``*.ckpt`` files and folders under the run directory, the one with
+the most optimizer steps that loads (a folder: its ``.metadata`` and ``meta.pt`` are there and ``meta.pt`` loads);
+interrupted ``*.partial`` files and folders are removed. As the reference code's
 ``trainer.resume_mode: auto`` (NVlabs/NFT, config/nft_trainer.yaml), it starts from scratch when there is none; where
 the reference code looks in a fixed ``checkpoints/<project>/<experiment>`` folder, our runs live in dated folders,
 so a resumed run is pointed at its old folder with ``hydra.run.dir=...``.
@@ -18,16 +23,19 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
+SHARDED_METADATA = "meta.pt"  # what Lightning's ModelParallelStrategy writes beside the shards (_METADATA_FILENAME)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -63,17 +71,68 @@ def resume_path(run_dir: str | Path) -> str | None:
     run_dir = Path(run_dir)
     for partial in sorted(run_dir.rglob(f"*.ckpt{PARTIAL_SUFFIX}")):
         log.warning("removing %s: a checkpoint save was interrupted there", partial)
-        partial.unlink(missing_ok=True)  # every process of a multi-process run looks
+        remove(partial)  # every process of a multi-process run looks
     candidates = []
     for path in sorted(run_dir.rglob("*.ckpt")):
-        try:  # mmap: only the pickle is read, tensors stay on disk
-            checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-            candidates.append((checkpoint["global_step"], checkpoint["epoch"], path.stat().st_mtime, path))
+        try:
+            step, epoch = progress_of(path)
+            candidates.append((step, epoch, path.stat().st_mtime, path))
         except Exception as error:  # noqa: BLE001 - any unreadable file is just not a candidate
             log.warning("skipping %s: not a complete checkpoint (%s)", path, str(error).splitlines()[0][:200])
     if not candidates:
         return None
     return str(max(candidates)[-1])
+
+
+def progress_of(path: Path) -> tuple[int, int]:
+    """(global step, epoch) of a complete checkpoint file or sharded folder; raises for anything else."""
+    if path.is_dir():
+        if not (path / ".metadata").is_file():
+            raise FileNotFoundError(f"no .metadata in {path}: its sharded save did not finish")
+        path = path / SHARDED_METADATA
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)  # mmap: tensors stay on disk
+    return checkpoint["global_step"], checkpoint["epoch"]
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class AtomicModelParallelStrategy(ModelParallelStrategy):
+    """Lightning's ``ModelParallelStrategy`` whose sharded checkpoints are written to ``<name>.partial/`` and renamed
+    into place by rank 0 once every rank has written its shard (see the module docstring)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:
+        if not self._save_distributed_checkpoint:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        path = Path(self.broadcast(filepath))
+        staging = path.with_name(path.name + PARTIAL_SUFFIX)
+        if self.global_rank == 0:
+            remove(staging)  # left by an earlier interrupted save
+        self.barrier("nft_checkpoint_staging")
+        super().save_checkpoint(checkpoint, staging, storage_options)
+        self.barrier("nft_checkpoint_written")  # every shard and meta.pt are on disk
+        if self.global_rank == 0:
+            _replace(staging, path)
+        self.barrier("nft_checkpoint_renamed")
+
+
+def _replace(staging: Path, path: Path) -> None:
+    """Move the complete ``staging`` folder to ``path`` (replacing what is there), durably."""
+    replaced = path.with_name(path.name + ".replaced")
+    if path.exists() or path.is_symlink():
+        remove(replaced)
+        os.replace(path, replaced)
+    os.replace(staging, path)
+    remove(replaced)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def rng_states() -> dict[str, Any]:

@@ -84,11 +84,20 @@ def all_gather_objects(obj) -> list:
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """The sum of ``tensor`` over ranks (a new tensor; the input is left alone)."""
+    return _all_reduce(tensor, "SUM")
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise max of ``tensor`` over ranks (a new tensor; the input is left alone)."""
+    return _all_reduce(tensor, "MAX")
+
+
+def _all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
     if not is_distributed():
         return tensor
-    total = tensor.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total
+    reduced = tensor.detach().clone()
+    dist.all_reduce(reduced, op=getattr(dist.ReduceOp, op))
+    return reduced
 
 
 # --- FSDP2 -----------------------------------------------------------------------------------------------------------
@@ -110,7 +119,6 @@ def shard_model(
     param_dtype: str = "bfloat16",
     reduce_dtype: str = "float32",
     reshard_after_forward: bool = True,
-    activation_checkpointing: bool = True,
 ) -> None:
     """Shard ``model`` in place over ``mesh`` (the data-parallel mesh): each decoder layer, then the root."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -118,8 +126,6 @@ def shard_model(
     for name, value in (("param_dtype", param_dtype), ("reduce_dtype", reduce_dtype)):
         if value not in DTYPES:
             raise ValueError(f"fsdp.{name} must be one of {sorted(DTYPES)}, got {value!r}")
-    if activation_checkpointing:  # recompute each layer in backward; non-reentrant is the variant FSDP2 supports
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy = MixedPrecisionPolicy(param_dtype=DTYPES[param_dtype], reduce_dtype=DTYPES[reduce_dtype])
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)

@@ -13,6 +13,7 @@ because every forward and backward of a sharded model is a collective.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -26,6 +27,13 @@ from nft.checkpoint import rng_states, set_rng_states
 from nft.data.batching import is_padding
 from nft.distributed import all_reduce_sum, is_sharded, shard_model
 from nft.report import EpochReport
+from nft.rollout.integrity import (
+    MISMATCH_FIELDS,
+    RolloutMismatchError,
+    mismatch_metrics,
+    mismatch_sums,
+    reduce_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,10 @@ class PolicyModule(L.LightningModule):
         or gradient (the weights then are those of the last good step; a checkpoint with non-finite ones is refused).
     temperature: the sampling temperature; log-probs are taken of ``softmax(logits / temperature)``.
     fsdp: ``nft.distributed.shard_model`` settings (the ``fsdp`` config node), used under ``ModelParallelStrategy``.
+    activation_checkpointing: recompute each decoder layer in backward (non-reentrant, as FSDP2 needs) instead of
+        keeping its activations, with any trainer.
+    mismatch_warn_kl, mismatch_stop_kl: the engine-trainer log-prob KL over which an epoch warns, and stops before
+        its first update (``integrity`` in train.yaml).
     report: where each optimizer step's loss, gradient norm and time are added up (``nft.report``; the pipeline
         shares it with ``nft.eval.EpochSummary``, which logs the epoch).
     """
@@ -60,6 +72,9 @@ class PolicyModule(L.LightningModule):
         max_skipped_in_a_row: int = 5,
         temperature: float = 1.0,
         fsdp: dict | None = None,
+        activation_checkpointing: bool = False,
+        mismatch_warn_kl: float = 1e-3,
+        mismatch_stop_kl: float = math.inf,
         report: EpochReport | None = None,
     ) -> None:
         super().__init__()
@@ -84,23 +99,37 @@ class PolicyModule(L.LightningModule):
         minus a logsumexp, so no [b, T, V] log-prob tensor is materialised.
         """
         response_width = batch["response_mask"].shape[1]
-        out = (self.model if model is None else model)(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            position_ids=batch["position_ids"],
-            use_cache=False,
-            logits_to_keep=response_width + 1,
-        )
+        with self._compute_precision():  # as in training_step: old_logp recomputed outside it matches the update's
+            out = (self.model if model is None else model)(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"],
+                use_cache=False,
+                logits_to_keep=response_width + 1,
+            )
         logits = out.logits[:, :-1].to(torch.promote_types(out.logits.dtype, torch.float32))  # half -> float32
         if self.hparams.temperature != 1.0:
             logits = logits / self.hparams.temperature
         targets = batch["input_ids"][:, -response_width:]
         return logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
 
+    def _compute_precision(self):
+        """The trainer's compute precision (autocast under bf16-mixed); nothing outside a trainer."""
+        trainer = self._trainer
+        return trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
+
     # --- sharding ----------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        """FSDP2 under ``ModelParallelStrategy`` (which provides the device mesh); nothing otherwise."""
-        if self.device_mesh is None or is_sharded(self.model):
+        """Activation checkpointing if asked; FSDP2 under ``ModelParallelStrategy`` (which provides the device mesh,
+        and keeps the shards in float32); in one process under a mixed precision (``trainer=gpu``: bf16-mixed), the
+        policy in float32, so that AdamW updates float32 master weights while autocast computes in bf16."""
+        if self.hparams.activation_checkpointing and not self.model.is_gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.device_mesh is None:
+            if "mixed" in str(self.trainer.precision):
+                self.model.to(torch.float32)
+            return
+        if is_sharded(self.model):
             return
         for model in (self.model, self.reference_model):  # the frozen reference (KL) is sharded alike
             if model is not None:
@@ -115,8 +144,12 @@ class PolicyModule(L.LightningModule):
         loss_sum = torch.zeros((), device=self.device)
         metric_sums: dict[str, torch.Tensor] = {}
         counted = torch.zeros((), device=self.device)  # real (not padding) micro-batches, for the metric means
+        # Before the epoch's first update the trainer's log-probs are those of the policy that sampled: the gap to
+        # the engine's own is measured there (nft.rollout.integrity), whatever data.old_logp is.
+        mismatch = torch.zeros(len(MISMATCH_FIELDS) + 1, dtype=torch.float64, device=self.device)
+        measure = batch_idx == 0
         for batch in micro_batches:
-            loss, metrics = self.micro_batch_loss(batch)
+            loss, metrics = self.micro_batch_loss(batch, mismatch if measure else None)
             self.manual_backward(loss)  # a padding micro-batch has no counted token: zero loss, zero gradient
             weight = 0.0 if is_padding(batch) else 1.0
             loss_sum += loss.detach()
@@ -124,6 +157,8 @@ class PolicyModule(L.LightningModule):
             for name, value in metrics.items():
                 metric_sums[name] = metric_sums.get(name, 0.0) + value.detach() * weight
         loss_sum, metric_sums = self._reduce_over_ranks(loss_sum, metric_sums, counted)
+        if measure:
+            self._check_mismatch(reduce_mismatch(mismatch))
         grad_norm = self._clip_gradients()
         if torch.isfinite(grad_norm) and torch.isfinite(loss_sum):
             optimizer.step()
@@ -141,9 +176,16 @@ class PolicyModule(L.LightningModule):
         self.log_dict(logged, on_step=True, on_epoch=False, batch_size=1)
         self.report.update.add(float(loss_sum), float(grad_norm), time.perf_counter() - start)
 
-    def micro_batch_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The algorithm's loss on one micro-batch (on-policy when the batch carries no ``old_logp``)."""
+    def micro_batch_loss(
+        self, batch: dict[str, torch.Tensor], mismatch: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The algorithm's loss on one micro-batch (on-policy when the batch carries no ``old_logp``); adds the gap
+        between these log-probs and the engine's to ``mismatch`` (``nft.rollout.integrity.mismatch_sums``) if given."""
         logp = self.response_logprobs(batch)
+        if mismatch is not None:
+            sums = mismatch_sums(logp, batch["behaviour_logp"], batch["response_mask"])
+            mismatch[:-1] += sums[:-1]
+            mismatch[-1:] = torch.maximum(mismatch[-1:], sums[-1:])
         old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()
         inputs = {name: batch[name] for name in OPTIONAL_INPUTS if name in batch}
         if self.reference_model is not None:
@@ -152,6 +194,27 @@ class PolicyModule(L.LightningModule):
         return self.algorithm.loss(
             logp, old_logp, batch["response_mask"], batch["correct"], batch["correct_rate"], **inputs
         )
+
+    def _check_mismatch(self, sums: torch.Tensor) -> None:
+        """Report the epoch's engine-trainer gap; warn above ``mismatch_warn_kl``, stop above ``mismatch_stop_kl``
+        before the update (the answers were sampled by another policy than the trainer's)."""
+        self.report.mismatch = mismatch_metrics(sums)
+        kl = self.report.mismatch.get("rollout/mismatch/kl", 0.0)
+        if kl > self.hparams.mismatch_stop_kl:
+            raise RolloutMismatchError(
+                f"epoch {self.current_epoch}: the rollout engine's log-probs differ from the trainer's by a KL of "
+                f"{kl:.3g} (over integrity.stop_kl={self.hparams.mismatch_stop_kl}; mean |diff| "
+                f"{self.report.mismatch['rollout/mismatch/mean_abs_diff']:.3g}): training stopped before the update. "
+                "Check the backend's dtype and sync, or raise integrity.stop_kl"
+            )
+        if kl > self.hparams.mismatch_warn_kl:
+            log.warning(
+                "epoch %d: rollout/trainer log-prob KL %.3g is over integrity.warn_kl=%g (algo.behaviour_correction "
+                "corrects for it)",
+                self.current_epoch,
+                kl,
+                self.hparams.mismatch_warn_kl,
+            )
 
     def _skip_step(self) -> None:
         self.skipped_steps += 1

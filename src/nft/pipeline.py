@@ -29,8 +29,11 @@ from nft.distributed import run_scope
 from nft.eval import EpochSummary
 from nft.eval.offline import evaluate as evaluate_model
 from nft.module import PolicyModule
+from nft.plan import check_fits, plan
+from nft.preemption import Preemption
 from nft.report import EpochReport
 from nft.rollout.base import Generator
+from nft.threads import describe_thread_policy
 from nft.validate import validate
 
 log = logging.getLogger(__name__)
@@ -50,12 +53,14 @@ class Run:
 def build(cfg: DictConfig) -> Run:
     """Instantiate the policy, algorithm, data module, callbacks, loggers and trainer from ``cfg``."""
     validate(cfg)
+    log.info(describe_thread_policy())
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # every rank of a multi-process run builds; one writes
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
+    _refuse_what_cannot_fit(cfg)
     policy = instantiate(cfg.model)
     algorithm = instantiate(cfg.algo)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)  # plain types: checkpoints load with weights_only
@@ -67,6 +72,9 @@ def build(cfg: DictConfig) -> Run:
         algorithm,
         temperature=cfg.rollout.sampling.temperature,
         fsdp=fsdp,
+        activation_checkpointing=cfg.activation_checkpointing,
+        mismatch_warn_kl=cfg.integrity.warn_kl,
+        mismatch_stop_kl=cfg.integrity.stop_kl,
         report=report,
         **optim,
     )
@@ -74,7 +82,11 @@ def build(cfg: DictConfig) -> Run:
     # Built as a partial, then called: Hydra would copy a dataclass (the report) passed through `instantiate`.
     datamodule = instantiate(cfg.data, _partial_=True)(generator=generator, report=report)
     datamodule.connect(module)
-    callbacks = [EpochSummary(report), *(instantiate(c) for c in cfg.callbacks.values() if c is not None)]
+    callbacks = [
+        EpochSummary(report, cfg.integrity.warn_kl),
+        *(instantiate(c) for c in cfg.callbacks.values() if c is not None),
+        Preemption(),  # after the others' epoch ends (Lightning runs checkpoint callbacks last)
+    ]
     for callback in callbacks:  # late binding: a callback that needs the run's collaborators asks for them
         if hasattr(callback, "connect"):
             callback.connect(generator=generator, report=report)
@@ -112,6 +124,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.model`` on ``cfg.benchmarks`` and add its row to the results table (``nft.eval.offline``)."""
     return evaluate_model(cfg)
+
+
+def _refuse_what_cannot_fit(cfg: DictConfig) -> None:
+    """On a GPU, the memory plan (``nft.plan``) before any weight loads: a run that cannot fit stops here."""
+    import torch
+
+    if cfg.trainer.accelerator != "gpu" or not torch.cuda.is_available():
+        return
+    try:
+        memory = plan(cfg)
+    except ValueError as unknown:  # an architecture the planner does not know: nothing to check against
+        log.warning("memory plan skipped: %s", unknown)
+        return
+    check_fits(memory, torch.cuda.get_device_properties(0).total_memory)
 
 
 @rank_zero_only

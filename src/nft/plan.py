@@ -1,4 +1,9 @@
-"""Memory planner: ``python -m nft.plan [overrides]`` estimates what each GPU of a ``trainer=fsdp`` run needs.
+"""Memory planner: ``python -m nft.plan [overrides]`` estimates what each GPU of a run needs, before anything loads.
+
+It plans ``trainer=fsdp`` (FSDP2 over every GPU; the default) and ``trainer=gpu`` (one GPU: float32 master weights,
+bf16 compute under autocast, the same terms with ``W = 1``, nothing gathered, and generation with the float32 weights
+themselves, so the KV cache is float32 too: ``rollout.backend.kv_cache_gb`` bounds it). ``check_fits`` refuses a run
+that cannot fit, naming the settings to change (``nft.pipeline`` calls it on a GPU before loading the model).
 
 Nothing is loaded: the config is composed as ``src/train.py`` would (with ``trainer=fsdp`` unless a trainer is given)
 and the architecture comes from ``model.path/config.json`` when that is a local folder, else from ``KNOWN`` (the
@@ -87,6 +92,7 @@ class Plan:
 
     model: str
     architecture: Architecture
+    sharded: bool  # FSDP2 (trainer=fsdp) or one GPU (trainer=gpu)
     nodes: int
     devices: int
     checkpointing: bool
@@ -165,10 +171,14 @@ def architecture_of(cfg: DictConfig) -> Architecture:
 def plan(cfg: DictConfig) -> Plan:
     """The memory plan of a composed ``train`` config."""
     arch = architecture_of(cfg)
-    if cfg.fsdp.param_dtype not in DTYPE_BYTES:
-        raise ValueError(f"fsdp.param_dtype must be one of {sorted(DTYPE_BYTES)}, got {cfg.fsdp.param_dtype!r}")
-    b = DTYPE_BYTES[cfg.fsdp.param_dtype]
-    nodes, devices = int(cfg.trainer.num_nodes), int(cfg.trainer.devices)
+    sharded = is_fsdp(cfg)
+    if sharded:
+        if cfg.fsdp.param_dtype not in DTYPE_BYTES:
+            raise ValueError(f"fsdp.param_dtype must be one of {sorted(DTYPE_BYTES)}, got {cfg.fsdp.param_dtype!r}")
+        b = DTYPE_BYTES[cfg.fsdp.param_dtype]
+    else:
+        b = 2 if "16" in str(cfg.trainer.precision) else 4  # autocast activations (bf16-mixed), or float32
+    nodes, devices = int(cfg.trainer.get("num_nodes", 1)), int(cfg.trainer.devices)
     ranks = nodes * devices
     n, n_layer, n_root = arch.parameters, arch.layer_parameters, arch.root_parameters
     h, layers = arch.hidden_size, arch.num_hidden_layers
@@ -179,26 +189,58 @@ def plan(cfg: DictConfig) -> Plan:
     backend = cfg.rollout.backend
     rollout = "vllm" if str(backend._target_).endswith("VLLMGenerator") else "hf"
     rows = 0 if rollout == "vllm" else int(backend.max_batch_rows)
-    kv_cache = rows * (prompt + response) * 2 * layers * arch.kv_width * b
+    weight_bytes = b if sharded else 4  # generation reads the gathered bf16 weights, or the float32 masters
+    kv_cache = rows * (prompt + response) * 2 * layers * arch.kv_width * weight_bytes
+    if rollout == "hf" and backend.get("kv_cache_gb") is not None:
+        kv_cache = min(kv_cache, int(float(backend.kv_cache_gb) * 1e9))
+        rows = min(rows, max(1, kv_cache // ((prompt + response) * 2 * layers * arch.kv_width * weight_bytes)))
     return Plan(
         model=str(cfg.model.get("path") or "tiny"),
         architecture=arch,
+        sharded=sharded,
         nodes=nodes,
         devices=devices,
-        checkpointing=bool(cfg.fsdp.activation_checkpointing),
+        checkpointing=bool(cfg.activation_checkpointing),
         tokens=tokens,
         response_tokens=response_tokens,
         parameters=4 * n // ranks,
         gradients=4 * n // ranks,
         optimizer=8 * n // ranks,
-        gathered=b * (n_root + 2 * n_layer) + 4 * n_layer,
+        gathered=b * (n_root + 2 * n_layer) + 4 * n_layer if sharded else 0,
         activations_checkpointed=layers * tokens * h * b + tokens * per_token_layer * b,
         activations_full=layers * tokens * per_token_layer * b,
         logits=response_tokens * arch.vocab_size * (b + 8),
         rollout=rollout,
         vllm_fraction=float(backend.gpu_memory_utilization) if rollout == "vllm" else 0.0,
         vllm_weights=2 * n // int(backend.tensor_parallel_size) if rollout == "vllm" else 0,
-        hf_generation=b * n + kv_cache + rows * arch.vocab_size * 12,
+        hf_generation=(b * n if sharded else 0) + kv_cache + rows * arch.vocab_size * 12,
+    )
+
+
+def is_fsdp(cfg: DictConfig) -> bool:
+    strategy = cfg.trainer.get("strategy")
+    return strategy is not None and str(strategy.get("_target_", "")).endswith("ModelParallelStrategy")
+
+
+def check_fits(p: Plan, gpu_bytes: int) -> None:
+    """Refuse a run whose peak exceeds ``gpu_bytes`` per GPU, naming what to change."""
+    if p.peak(gpu_bytes) > gpu_bytes:
+        raise MemoryError(
+            f"{p.model} does not fit this {gpu_bytes / 1e9:.0f} GB GPU: about {p.peak(gpu_bytes) / 1e9:.1f} GB per GPU "
+            f"(training {p.training / 1e9:.1f} GB, generation {p.generation(gpu_bytes) / 1e9:.1f} GB; "
+            "`python -m nft.plan` with the same overrides shows each term). " + advice(p)
+        )
+
+
+def advice(p: Plan) -> str:
+    if p.sharded:
+        return (
+            "Options: more GPUs (trainer.num_nodes), fewer data.micro_batch_tokens, activation_checkpointing=true, "
+            "rollout=vllm (rollout.backend.tensor_parallel_size, gpu_memory_utilization)"
+        )
+    return (
+        "Options: a smaller model (model=qwen1.5b), trainer=fsdp over several GPUs, activation_checkpointing=true, "
+        "fewer data.micro_batch_tokens, rollout.backend.kv_cache_gb (the transformers rollout's KV cache)"
     )
 
 
@@ -209,11 +251,11 @@ def report(p: Plan) -> str:
     lines = [
         f"{p.model}: {count} parameters ({a.num_hidden_layers} layers, hidden {a.hidden_size}, vocab "
         f"{a.vocab_size}) on {p.nodes} node(s) x {p.devices} GPUs = {p.ranks} ranks. Per GPU:",
-        "training (FSDP2, float32 master weights)",
-        _row("parameters (float32 shard)", p.parameters),
-        _row("gradients (float32 shard)", p.gradients),
+        "training (FSDP2, float32 master weights)" if p.sharded else "training (one GPU: float32 masters, bf16 math)",
+        _row("parameters (float32" + (" shard)" if p.sharded else ")"), p.parameters),
+        _row("gradients (float32" + (" shard)" if p.sharded else ")"), p.gradients),
         _row("optimizer state (AdamW, float32)", p.optimizer),
-        _row("gathered weights, a layer's gradient", p.gathered),
+        *([_row("gathered weights, a layer's gradient", p.gathered)] if p.sharded else []),
         _row(f"activations, {p.tokens} tokens, checkpointing", p.activations_checkpointed, _used(p.checkpointing)),
         _row(f"activations, {p.tokens} tokens, no checkpointing", p.activations_full, _used(not p.checkpointing)),
         _row(f"logits of {p.response_tokens} response tokens", p.logits),
@@ -224,7 +266,8 @@ def report(p: Plan) -> str:
     if p.rollout == "vllm":
         lines.append(_row(f"vLLM share: {p.vllm_fraction:.2f} x GPU; its weights", p.vllm_weights))
     else:
-        lines.append(_row("transformers: full weights, KV cache", p.hf_generation))
+        what = "full weights, KV cache" if p.sharded else "KV cache, sampling logits (the masters' float32)"
+        lines.append(_row(f"transformers: {what}", p.hf_generation))
     warnings = []
     for size in GPU_SIZES_GB:
         gpu, fits = size * 10**9, p.peak(size * 10**9) <= size * 10**9
@@ -234,15 +277,12 @@ def report(p: Plan) -> str:
         if p.rollout == "vllm" and p.vllm_weights > p.vllm_fraction * gpu:
             warnings.append(f"WARNING: on a {size} GB GPU the vLLM share cannot hold its weights")
     if warnings:
-        warnings.append(
-            "options: more GPUs (trainer.num_nodes), fewer data.micro_batch_tokens, fsdp.activation_checkpointing=true,"
-            " rollout=vllm (rollout.backend.tensor_parallel_size, gpu_memory_utilization)"
-        )
+        warnings.append(advice(p))
     return "\n".join(lines + warnings)
 
 
 def _used(used: bool) -> str:
-    return "<- counted (fsdp.activation_checkpointing)" if used else ""
+    return "<- counted (activation_checkpointing)" if used else ""
 
 
 def _row(label: str, value: int, note: str = "") -> str:
@@ -259,9 +299,13 @@ def compose(overrides: list[str]) -> DictConfig:
         overrides = ["trainer=fsdp", *overrides]
     with initialize_config_dir(config_dir=str(Path(nft.project_root()) / "conf"), version_base="1.3"):
         cfg = hydra_compose("train", overrides=overrides)
-    strategy = cfg.trainer.get("strategy")
-    if strategy is None or not str(strategy.get("_target_", "")).endswith("ModelParallelStrategy"):
-        raise ValueError("nft.plan plans trainer=fsdp runs (FSDP2 under ModelParallelStrategy)")
+    if not is_fsdp(cfg) and cfg.trainer.accelerator != "gpu":
+        raise SystemExit(
+            f"nft.plan plans GPU runs: trainer=fsdp (FSDP2 over several GPUs) or trainer=gpu (one GPU); this config "
+            f"runs on {cfg.trainer.accelerator!r} (trainer=cpu needs no plan)"
+        )
+    if not is_fsdp(cfg) and int(cfg.trainer.devices) != 1:
+        raise SystemExit("nft.plan: trainer=gpu plans one GPU (trainer.devices=1); several GPUs: trainer=fsdp")
     return cfg
 
 

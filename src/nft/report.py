@@ -1,9 +1,9 @@
 """The per-epoch report: what one policy iteration did, filled by its producers, written by one logging callback.
 
 The data module fills ``rollout`` (generation, verification, filtering and batching statistics, and a few decoded
-answers), the training module fills ``update`` step by step, and ``nft.eval.EpochSummary`` logs both at the end of the
-epoch (``RolloutSamples`` shows the answers). The pipeline hands the one ``EpochReport`` to each of them, so none
-reaches into another for its numbers.
+answers), the training module fills ``update`` step by step and ``mismatch`` (engine vs trainer log-probs), and
+``nft.eval.EpochSummary`` logs them at the end of the epoch (``RolloutSamples`` shows the answers). The pipeline hands
+the one ``EpochReport`` to each of them, so none reaches into another for its numbers.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ class UpdateStats:
 class EpochReport:
     rollout: RolloutReport | None = None
     update: UpdateStats = field(default_factory=UpdateStats)
+    mismatch: dict[str, float] = field(default_factory=dict)  # rollout/mismatch/* (nft.rollout.integrity)
 
     def start_epoch(self) -> None:
         """A new epoch's update (the rollout is replaced when the data module generates)."""
         self.update = UpdateStats()
+        self.mismatch = {}

@@ -99,11 +99,25 @@ def _lengths(cfg: DictConfig) -> Iterator[str]:
 
 
 def _backend(cfg: DictConfig) -> Iterator[str]:
-    if "vllm" in cfg.rollout.backend._target_ and importlib.util.find_spec("vllm") is None:
+    vllm = "vllm" in cfg.rollout.backend._target_
+    if vllm and importlib.util.find_spec("vllm") is None:
         yield (
             "rollout=vllm needs vLLM, which is not installed: `pip install -e '.[vllm]'` on a machine with a GPU, "
             "or use rollout=hf"
         )
+    if vllm and _in_multirun():
+        yield (
+            "rollout=vllm cannot run a -m sweep in one process: vLLM allows one engine per process and keeps its "
+            "process groups after a job ends, so the second job would fail. Start one process per job instead, e.g. "
+            "`for seed in 0 1 2; do python src/train.py seed=$seed ...; done` (or one SLURM job each)"
+        )
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _benchmarks(cfg: DictConfig) -> Iterator[str]:
@@ -122,15 +136,21 @@ def _unknown_keys(cfg: DictConfig) -> Iterator[str]:
     from nft.module import PolicyModule
 
     # `optim` is passed to PolicyModule as keyword arguments, next to what the pipeline gives it.
-    accepted = set(inspect.signature(PolicyModule).parameters) - {"model", "tokenizer", "algorithm", "temperature"}
+    given = {"model", "tokenizer", "algorithm", "temperature", "fsdp", "activation_checkpointing", "report"}
+    given |= {"mismatch_warn_kl", "mismatch_stop_kl"}
+    accepted = set(inspect.signature(PolicyModule).parameters) - given
     yield from _refuse("optim", set(cfg.optim) - accepted, accepted)
     for path, node in _targets(OmegaConf.to_container(cfg, resolve=False)):
         if "vllm" in node["_target_"] and importlib.util.find_spec("vllm") is None:
             continue  # reported by _backend
         try:
-            parameters = inspect.signature(get_object(node["_target_"])).parameters
+            target = get_object(node["_target_"])
         except Exception as error:  # noqa: BLE001 - any failure to import it is the message
             yield f"{path}._target_={node['_target_']}: cannot be imported ({error})"
+            continue
+        try:
+            parameters = inspect.signature(target).parameters
+        except ValueError:  # a builtin (datetime.timedelta): its arguments cannot be listed, nor checked
             continue
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
             yield from _refuse(path, set(node) - HYDRA_KEYS - set(parameters), set(parameters))

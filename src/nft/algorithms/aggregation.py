@@ -11,12 +11,19 @@ accumulation gives exactly the full-batch gradient. Left as None they default to
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Iterable
 
-from nft.algorithms.base import check_choice
+import torch
 
 LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "token_sum_norm")
 MAX_LOG_RATIO = 10.0  # the log-ratio is capped before ``exp`` (verl clamps at 20)
+
+
+def check_choice(key: str, value: str, choices: Iterable[str]) -> None:
+    """Refuse a string setting that is not one of ``choices``, naming the config key."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {choices}, got {value!r}")
 
 
 def check_loss_agg(loss_agg: str, loss_norm: float) -> None:

@@ -34,12 +34,13 @@ import torch
 from nft.algorithms.aggregation import (
     aggregate,
     capped_ratio,
+    check_choice,
     check_loss_agg,
     masked_log_ratio,
     masked_mean,
     row_weights,
 )
-from nft.algorithms.base import Algorithm, check_choice
+from nft.algorithms.base import Algorithm
 
 STDS = ("population", "sample", "none")
 
@@ -91,8 +92,10 @@ def grpo_loss(
     reward_std: torch.Tensor | None = None,
     group_size: torch.Tensor | None = None,
     ref_logp: torch.Tensor | None = None,
+    token_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO-clip loss on group advantages. Shapes: ``logp``, ``old_logp``, ``mask``, ``ref_logp`` [B, T]; the rest [B].
+    """PPO-clip loss on group advantages. Shapes: ``logp``, ``old_logp``, ``mask``, ``ref_logp``, ``token_weight``
+    [B, T]; the rest [B]. ``token_weight`` (the behaviour correction) multiplies each token's surrogate, not the KL.
 
     Returns (scalar loss, metrics): ``ratio`` (mean R), ``clip_frac`` (counted tokens whose ratio was clipped),
     ``pos_loss`` and ``neg_loss`` (the correct- and wrong-answer parts of the policy loss), ``entropy`` (mean
@@ -116,7 +119,8 @@ def grpo_loss(
     high = torch.full_like(advantage, torch.inf).masked_fill(advantage > 0, 1.0 + settings.clip_high)[:, None]
     clipped = ratio.clamp(min=low, max=high)
     totals = dict(num_tokens=num_tokens, num_seqs=num_seqs, loss_norm=settings.loss_norm)
-    per_answer = -advantage * row_weights(mask, settings.loss_agg, **totals) * (clipped * mask).sum(-1)
+    weighted_mask = mask if token_weight is None else mask * token_weight
+    per_answer = -advantage * row_weights(mask, settings.loss_agg, **totals) * (clipped * weighted_mask).sum(-1)
     loss = per_answer.sum()
     metrics = {}
     if settings.kl_coef > 0:
@@ -159,6 +163,7 @@ class GRPO(Algorithm):
     uses = ("num_tokens", "num_seqs", "reward", "reward_mean", "reward_std", "group_size", "ref_logp")
 
     def check(self) -> None:
+        super().check()
         if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
             raise ValueError(
                 f"algo.clip_low must be in [0, 1) and algo.clip_high >= 0, got {self.clip_low}, {self.clip_high}"

@@ -35,8 +35,15 @@ from dataclasses import dataclass
 
 import torch
 
-from nft.algorithms.aggregation import capped_ratio, check_loss_agg, masked_log_ratio, masked_mean, row_weights
-from nft.algorithms.base import Algorithm, check_choice
+from nft.algorithms.aggregation import (
+    capped_ratio,
+    check_choice,
+    check_loss_agg,
+    masked_log_ratio,
+    masked_mean,
+    row_weights,
+)
+from nft.algorithms.base import Algorithm
 
 PROMPT_WEIGHTS = {  # w(r) of the (already clipped) correct rate
     "none": torch.ones_like,
@@ -75,8 +82,12 @@ def nft_loss(
     *,
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
+    token_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """NFT loss. Shapes: ``logp``, ``old_logp``, ``mask`` [B, T]; ``correct``, ``correct_rate`` [B].
+    """NFT loss. Shapes: ``logp``, ``old_logp``, ``mask``, ``token_weight`` [B, T]; ``correct``, ``correct_rate`` [B].
+
+    ``token_weight`` (the behaviour correction, ``nft.algorithms.correction``) multiplies each token's loss term; in
+    sequence mode the answer's loss, spread evenly over its tokens, is weighted token by token.
 
     Returns (scalar loss, metrics): ``ratio`` (mean R over counted tokens, or answers in sequence mode),
     ``neg_clamped_frac`` (wrong-answer tokens, or answers, whose implicit negative ratio hit its floor),
@@ -101,9 +112,11 @@ def nft_loss(
     implicit = torch.addcmul(offset[:, None], slope[:, None], ratio_value)  # R, or (1 - r R) / (1 - r)
     log_term = LogClampStraightThrough.apply(implicit, floor)
     if settings.ratio == "token":
-        sums = (log_term * mask).sum(-1)
-    else:  # one term per answer = the token sum of its evenly spread loss (0 for answers with no counted token)
+        sums = (log_term * (mask if token_weight is None else mask * token_weight)).sum(-1)
+    elif token_weight is None:  # one term per answer = the token sum of its evenly spread loss (0 if nothing counts)
         sums = log_term.squeeze(-1) * counted.squeeze(-1)
+    else:  # the evenly spread loss, weighted token by token: the answer's loss times its mean weight
+        sums = log_term.squeeze(-1) * (token_weight * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
     kind_weight = correct + wrong * settings.neg_weight
     weights = -PROMPT_WEIGHTS[settings.prompt_weight](rate) * kind_weight
@@ -146,6 +159,7 @@ class NFT(Algorithm):
     uses = ("num_tokens", "num_seqs")
 
     def check(self) -> None:
+        super().check()
         check_choice("algo.prompt_weight", self.prompt_weight, PROMPT_WEIGHTS)
         check_choice("algo.ratio", self.ratio, RATIOS)
         check_loss_agg(self.loss_agg, self.loss_norm)

@@ -1,12 +1,15 @@
 """``make bench`` / ``python -m nft.bench``: seconds per policy iteration of the fixed workload, via the pipeline.
 
-    python -m nft.bench [--no-trl] [--json FILE] [hydra overrides...]
+    python -m nft.bench [--no-trl] [--contended] [--json FILE] [hydra overrides...]
 
 Runs ``src/train.py experiment=bench`` in this process (``nft.pipeline.build``: the same data module, generator,
 verifier, module and Lightning trainer as training), 6 iterations, and reports the median of iterations 2..6, the
 phases, the peak RSS and how far the iteration is from this machine's matmul floor (WORKLOAD.md sections 7-8). Then,
 when TRL is installed (the ``bench`` extra), the same workload with TRL's ``GRPOTrainer`` in a subprocess
-(``nft.bench.trl_baseline``), and the ratio. The last line printed is ``seconds_per_iteration=<median>``.
+(``nft.bench.trl_baseline``), and the ratio. ``--contended`` runs the workload a second time while another process
+keeps one core busy (a Python loop: a browser tab, another job) and prints both medians and their ratio
+(``nft.threads`` explains the policy that keeps it fair). The last line printed is ``seconds_per_iteration=<median>``
+(the idle one).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from omegaconf import open_dict
 
 import nft
 from nft.bench.timing import IterationTimer
-from nft.bench.workload import iteration_flops, matmul_flops_per_second, peak_rss_mb
+from nft.bench.workload import competing_process, iteration_flops, matmul_flops_per_second, peak_rss_mb
 from nft.pipeline import build
+from nft.threads import describe_thread_policy
 
 PHASES = ("generate", "verify", "old_logp", "update")
 BUSY_FRACTION = 0.1  # other processes' CPU per wall second above which an iteration is flagged
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-trl", action="store_true", help="skip the side-by-side TRL GRPOTrainer run")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the workload fixes 2)")
+    parser.add_argument("--contended", action="store_true", help="also time it with one competing busy process")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("overrides", nargs="*", help="hydra overrides of experiment=bench")
     args = parser.parse_args(argv)
@@ -120,6 +125,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     if stats["busy"]:
         print(f"WARNING: other processes used the CPU during iterations {stats['busy']}: rerun on an idle machine")
+    print(describe_thread_policy())
+    if args.contended:
+        with competing_process():
+            contended = summarize(run_pipeline(args.overrides)["iterations"])
+        print(
+            f"with one competing busy process: {contended['median']:.3f} s per iteration (min {contended['min']:.3f}, "
+            f"max {contended['max']:.3f}; generate {contended['generate']:.3f} s, update {contended['update']:.3f} s) "
+            f"= {contended['median'] / stats['median']:.2f}x the idle {stats['median']:.3f} s"
+        )
+        ours["contended"] = contended
 
     trl = None if args.no_trl else run_trl()
     if trl is not None:

@@ -9,10 +9,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import resource
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -122,3 +126,15 @@ class ForeignCpu:
             if int(entry.name) == me or int(fields[1]) == me:  # this process or a child (verifier workers)
                 total += int(fields[11]) + int(fields[12])  # utime + stime
         return total
+
+
+@contextlib.contextmanager
+def competing_process() -> Iterator[None]:
+    """Another process keeping one core busy (a pure-Python loop, as a browser tab or a second job would)."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # running before the timed work starts
+        yield
+    finally:
+        busy.kill()
+        busy.wait()

@@ -2,7 +2,7 @@
 
 ``train_dataloader`` (called every epoch: ``reload_dataloaders_every_n_epochs=1``) runs one epoch's data flow:
 
-    sync the policy into the generator
+    sync the policy into the generator, and check that it holds the policy's weights (``nft.rollout.integrity``)
     -> rounds of: draw prompts (seeded by the run, the epoch and the round) -> answer and verify them
        (``nft.data.answers``) -> shape rewards -> keep the mixed groups (dynamic sampling), until the batch is full
        or ``max_gen_rounds`` is reached
@@ -48,6 +48,7 @@ from nft.data.rewards import RewardShaping
 from nft.distributed import all_gather_objects
 from nft.report import EpochReport, RolloutReport, ShownSample
 from nft.rollout.base import Generator, SamplingParams
+from nft.rollout.integrity import sync_and_check
 from nft.seeds import derive_seed
 from nft.verify import MathVerifier
 
@@ -59,10 +60,12 @@ OLD_LOGP = ("recompute", "behaviour")
 
 @dataclass
 class Rounds:
-    """What the generation rounds of one epoch produced (this rank's samples; every rank's kept groups)."""
+    """What the generation rounds of one epoch produced: this rank's samples; every rank's drawn and kept groups, in
+    draw order."""
 
     kept: list[Sample] = field(default_factory=list)
-    kept_groups: set[int] = field(default_factory=set)
+    kept_groups: list[int] = field(default_factory=list)
+    drawn: list[int] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     count: int = 0
 
@@ -75,7 +78,9 @@ class OnlineMathDataModule(L.LightningDataModule):
     prompts_per_epoch: groups wanted per epoch. samples_per_prompt: answers per prompt (the group size).
     groups_per_step: groups per optimizer step (mini-batch). micro_batch_tokens: padded-token budget per forward.
     max_prompt_tokens: longer prompts are an error (or skipped with ``on_bad_row=skip``).
-    filter_groups: drop all-right/all-wrong groups. max_gen_rounds: generation rounds to refill filtered groups.
+    filter_groups: drop all-right/all-wrong groups (dynamic sampling). max_gen_rounds: generation rounds to refill
+        them; each round draws ``round_prompts`` new prompts (None: ``prompts_per_epoch``; the reference draws
+        3 x 512 for 512) and keeps the first mixed groups in draw order until ``prompts_per_epoch`` are kept.
     mask_truncated: leave answers cut at the length limit out of the loss.
     reward_shaping: added to correctness to make the reward (``nft.data.rewards``; None: the reward is correctness).
     columns: maps ``id``/``problem``/``answer`` to the file's column names.
@@ -99,6 +104,7 @@ class OnlineMathDataModule(L.LightningDataModule):
         max_prompt_tokens: int = 512,
         filter_groups: bool = True,
         max_gen_rounds: int = 1,
+        round_prompts: int | None = None,
         mask_truncated: bool = False,
         reward_shaping: RewardShaping | None = None,
         on_bad_row: str = "error",
@@ -110,8 +116,10 @@ class OnlineMathDataModule(L.LightningDataModule):
         super().__init__()
         if samples_per_prompt < 2 and filter_groups:
             raise ValueError("data.samples_per_prompt must be >= 2 when filter_groups is on (a group needs both kinds)")
-        if groups_per_step < 1 or prompts_per_epoch < 1 or max_gen_rounds < 1:
-            raise ValueError("data.prompts_per_epoch, data.groups_per_step and data.max_gen_rounds must be >= 1")
+        if min(groups_per_step, prompts_per_epoch, max_gen_rounds, round_prompts or 1) < 1:
+            raise ValueError(
+                "data.prompts_per_epoch, data.groups_per_step, data.max_gen_rounds and data.round_prompts must be >= 1"
+            )
         if old_logp not in OLD_LOGP:
             raise ValueError(f"data.old_logp must be one of {OLD_LOGP}, got {old_logp!r}")
         self.train_path = train_path
@@ -126,6 +134,7 @@ class OnlineMathDataModule(L.LightningDataModule):
         self.max_prompt_tokens = max_prompt_tokens
         self.filter_groups = filter_groups
         self.max_gen_rounds = max_gen_rounds
+        self.round_prompts = round_prompts or prompts_per_epoch
         self.mask_truncated = mask_truncated
         self.reward_shaping = reward_shaping
         self.on_bad_row = on_bad_row
@@ -209,7 +218,7 @@ class OnlineMathDataModule(L.LightningDataModule):
     def rollout(self, epoch: int) -> list[list[dict[str, torch.Tensor]]]:
         """Generate, verify, filter and batch one epoch. Returns one list of micro-batches per optimizer step."""
         timings = {"time/generate": 0.0, "time/verify": 0.0, "time/old_logp": 0.0}
-        self.generator.sync(self.policy)
+        sync_and_check(self.generator, self.policy, f" before the rollout of epoch {epoch}")
         rounds = self._generation_rounds(epoch, timings)
         self.generator.release()
         steps = self._mini_batches(rounds.kept, epoch)
@@ -226,22 +235,19 @@ class OnlineMathDataModule(L.LightningDataModule):
     def _generation_rounds(self, epoch: int, timings: dict[str, float]) -> Rounds:
         """Draw, answer and filter until ``prompts_per_epoch`` groups are kept or the rounds run out."""
         rounds = Rounds()
-        drawn: set[int] = set()
         while rounds.count < self.max_gen_rounds and len(rounds.kept_groups) < self.prompts_per_epoch:
-            wanted = self.prompts_per_epoch - len(rounds.kept_groups)
-            indices = self._draw(epoch, rounds.count, wanted if rounds.count == 0 else self.prompts_per_epoch, drawn)
+            indices = self._draw(epoch, rounds.count, self.round_prompts, set(rounds.drawn))
             if not indices:
                 break
-            drawn.update(indices)
+            rounds.drawn += indices
             samples = self._answer(indices, epoch, rounds.count, timings)
             rounds.samples += samples
             usable = mixed_groups(samples) if self.filter_groups else {s.group for s in samples}
             usable = set().union(*all_gather_objects(usable))
             # The first usable groups in draw order (a shuffle), as the reference's dynamic sampling keeps them.
-            in_draw_order = [i for i in indices if i in usable]
-            keep_groups = set(in_draw_order[: self.prompts_per_epoch - len(rounds.kept_groups)])
-            rounds.kept += [s for s in samples if s.group in keep_groups]
-            rounds.kept_groups |= keep_groups
+            keep = [i for i in indices if i in usable][: self.prompts_per_epoch - len(rounds.kept_groups)]
+            rounds.kept += [s for s in samples if s.group in set(keep)]
+            rounds.kept_groups += keep
             rounds.count += 1
         return rounds
 

@@ -31,6 +31,7 @@ from nft.eval.evaluator import Benchmark, Evaluator
 from nft.eval.metrics import BenchmarkMetrics
 from nft.eval.plots import plot_accuracy
 from nft.eval.records import RecordFile
+from nft.rollout.integrity import sync_and_check
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class BenchmarkEval(L.Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> dict[str, float]:
         if self.generator is None:
             raise RuntimeError("BenchmarkEval.connect(generator=...) must be called before training")
-        self.generator.sync(pl_module)
+        sync_and_check(self.generator, pl_module, f" before the evaluation of epoch {epoch}")
         metrics: dict[str, float] = {}
         for benchmark in self.evaluator.benchmarks:
             metrics.update(self._evaluate_one(benchmark, trainer, pl_module, epoch))

@@ -24,6 +24,8 @@ from nft.eval.evaluator import Benchmark, Evaluator
 from nft.eval.metrics import BenchmarkMetrics
 from nft.eval.records import RecordFile
 from nft.eval.table import add_row, score
+from nft.rollout.integrity import sync_and_check
+from nft.threads import describe_thread_policy
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.model`` on ``cfg.benchmarks``; print the table. Returns ``val/<benchmark>/<metric>`` values."""
     name = cfg.eval.name or model_name(cfg.model.path)
     records_dir = Path(cfg.eval.dir) / slug(name)
+    log.info(describe_thread_policy())
     policy = instantiate(cfg.model)
     policy.model.to(_device(cfg.eval.device))
     generator = instantiate(cfg.rollout.backend)
-    generator.sync(policy)
+    sync_and_check(generator, policy)
     evaluator: Evaluator = instantiate(cfg.eval.evaluator)
     context = {"prompt": repr(evaluator.prompt), "model": cfg.model.path, "seed": cfg.seed}
     metrics: dict[str, float] = {}

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from nft.distributed import gathered_parameters
+from nft.distributed import full_parameters, gathered_parameters
 from nft.rollout.attention import grouped_decoding, preallocated_cache
 from nft.rollout.base import Completion, SamplingParams, prompt_seeds, stop_token_ids
+from nft.rollout.integrity import fingerprints
 
 MASK32 = 0xFFFFFFFF
 
@@ -74,15 +75,28 @@ class HFGenerator:
     """Samples with the policy being trained, in batches of at most ``max_batch_rows`` rows (prompts x samples).
 
     Args:
-        max_batch_rows: rows decoded together; bounds the KV-cache memory.
+        max_batch_rows: rows decoded together at most.
+        kv_cache_gb: a memory budget for the KV cache: fewer rows per decoding batch when their cache (every row
+            preallocated for its prompt and the whole answer) would exceed it (None: ``max_batch_rows`` only). A
+            prompt's ``n`` answers always decode together.
         compact_when: drop finished rows from the batch once this fraction of it has finished.
         show_progress: a progress bar over answers when generation takes more than a couple of seconds.
     """
 
     tensor_parallel_size = 1  # every rank samples on its own
+    weight_dtype = None  # it samples with the weights it is given, in their own dtype
 
-    def __init__(self, max_batch_rows: int = 512, compact_when: float = 0.25, show_progress: bool = True) -> None:
+    def __init__(
+        self,
+        max_batch_rows: int = 512,
+        kv_cache_gb: float | None = None,
+        compact_when: float = 0.25,
+        show_progress: bool = True,
+    ) -> None:
+        if kv_cache_gb is not None and kv_cache_gb <= 0:
+            raise ValueError(f"rollout.backend.kv_cache_gb must be > 0 (or null), got {kv_cache_gb}")
         self.max_batch_rows = max_batch_rows
+        self.kv_cache_bytes = None if kv_cache_gb is None else int(kv_cache_gb * 1e9)
         self.compact_when = compact_when
         self.show_progress = show_progress
         self.model = None
@@ -98,6 +112,10 @@ class HFGenerator:
 
     def release(self) -> None:
         """Nothing to free: the weights are the training model's."""
+
+    def fingerprints(self) -> tuple[dict, dict]:
+        """The fingerprints of the weights it samples with (``nft.rollout.integrity``), and no fused names."""
+        return fingerprints(full_parameters(self.model)), {}
 
     def close(self) -> None:
         """Nothing to end."""
@@ -118,7 +136,7 @@ class HFGenerator:
         self.model.eval()
         # Prompts of similar length share a batch, so little compute goes to padding.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        per_batch = max(1, self.max_batch_rows // n)
+        per_batch = max(1, self.rows_per_batch(max(map(len, prompts), default=0) + sampling.max_new_tokens) // n)
         results: list[list[Completion]] = [[] for _ in prompts]
         bar = tqdm(
             total=len(prompts) * n,
@@ -140,6 +158,16 @@ class HFGenerator:
             bar.close()
             self.model.train(was_training)
         return results
+
+    def rows_per_batch(self, positions: int) -> int:
+        """Rows decoded together when each needs a cache of ``positions`` tokens: within the memory budget."""
+        if self.kv_cache_bytes is None:
+            return self.max_batch_rows
+        config = self.model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        element = next(self.model.parameters()).element_size()
+        per_row = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * element * positions
+        return max(1, min(self.max_batch_rows, self.kv_cache_bytes // per_row))
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from nft.distributed import DTYPES, full_parameters
 from nft.rollout.base import Completion, SamplingParams, prompt_seeds, stop_token_ids
+from nft.rollout.integrity import fingerprints
 from nft.rollout.weights import weight_buckets
 
 
@@ -53,6 +54,26 @@ def architecture_name(model) -> str:
     from torch.distributed.fsdp import FSDPModule
 
     return next(cls.__name__ for cls in type(model).__mro__ if not issubclass(cls, FSDPModule))
+
+
+# What ``_start`` passes to ``vllm.LLM`` itself (SETTINGS: those that are this backend's own settings).
+SETTINGS = {
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "dtype",
+    "max_model_len",
+    "enforce_eager",
+    "enable_prefix_caching",
+}
+ENGINE_ARGUMENTS = SETTINGS | {
+    "model",
+    "skip_tokenizer_init",
+    "load_format",
+    "distributed_executor_backend",
+    "enable_sleep_mode",
+    "logprobs_mode",
+    "seed",
+}
 
 
 class VLLMGenerator:
@@ -78,6 +99,13 @@ class VLLMGenerator:
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"rollout.backend.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        repeated = sorted(set(engine_kwargs or {}) & ENGINE_ARGUMENTS)
+        if repeated:
+            hints = [f"set rollout.backend.{k}" if k in SETTINGS else f"{k} is fixed by the backend" for k in repeated]
+            raise ValueError(
+                f"rollout.backend.engine_kwargs repeats what the backend passes to vllm.LLM itself ({repeated}): "
+                + "; ".join(hints)
+            )
         self.tensor_parallel_size = tensor_parallel_size
         self.gpu_memory_utilization = gpu_memory_utilization
         self.dtype = dtype
@@ -107,6 +135,20 @@ class VLLMGenerator:
             self.llm.wake_up(tags=["kv_cache"])
             self.asleep = False
         self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def fingerprints(self) -> tuple[dict, dict]:
+        """The fingerprints of the engine's weights, read in the worker (``LLM.apply_model``; with the external
+        launcher this process's own), and the model's fused projections (``packed_modules_mapping``)."""
+
+        def collect(engine_model):
+            fused = dict(getattr(engine_model, "packed_modules_mapping", {}) or {})
+            return fingerprints(engine_model.named_parameters()), fused
+
+        return self.llm.apply_model(collect)[0]
 
     def release(self) -> None:
         """Generation is over until the next sync: give the GPU memory back to training."""

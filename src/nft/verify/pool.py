@@ -15,6 +15,7 @@ reference once per batch (and caches it across batches). Workers are plain ``os.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import resource
@@ -35,6 +36,9 @@ from nft.verify.grader import fast_judgement, grade, warm_up
 TASKS_PER_WORKER = 4  # a batch is cut into about this many tasks per worker, to spread one reference's answers
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def soft_timeout(timeout: float) -> float:
     """The budget given to the grading function: it stops itself this much before the worker would be killed."""
     return timeout - min(0.5, timeout / 2)
@@ -51,12 +55,13 @@ class _Worker:
 
     def __init__(self, grade_fn: Callable, timeout: float, strict: bool, memory_mb: int) -> None:
         parent_end, child_end = Pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child never returns into the caller's code
             status = 1
             try:
                 parent_end.close()
-                _prepare_child(memory_mb)
+                _prepare_child(memory_mb, parent)
                 _serve(child_end, grade_fn, soft_timeout(timeout), strict)
                 status = 0
             finally:
@@ -79,11 +84,23 @@ class _Worker:
         self.conn.close()
 
 
-def _prepare_child(memory_mb: int) -> None:
+def _prepare_child(memory_mb: int, parent: int) -> None:
     # Ctrl-C belongs to the parent, and SIGTERM must just end the worker (not run the trainer's handlers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with(parent)
     _limit_memory(memory_mb)
+
+
+def _die_with(parent: int) -> None:
+    """The kernel kills this worker when its trainer dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the owner's finalizer is all there is
+    if os.getppid() != parent:  # the trainer died before the request took effect
+        os._exit(1)
 
 
 def _limit_memory(memory_mb: int) -> None:
