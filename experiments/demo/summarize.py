@@ -1,6 +1,6 @@
 """The demo's held-out accuracy per seed, from each run's ``results.jsonl`` (``experiments/demo/run.sh``).
 
-    python experiments/demo/summarize.py runs/demo
+python experiments/demo/summarize.py runs/demo
 """
 
 from __future__ import annotations
