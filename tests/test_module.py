@@ -88,3 +88,29 @@ def test_one_device_mixed_precision_keeps_float32_masters_that_move_at_lr_1e_6(t
         assert all(p.dtype == torch.float32 for p in after) and fraction > 0.5
     else:
         assert all(p.dtype == torch.bfloat16 for p in after) and fraction < 0.1
+
+
+class RecordRate(L.Callback):
+    def __init__(self):
+        self.rates = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize(("unit", "expected"), [("iteration", [0, 0, 0.5, 0.5, 1, 1]), ("step", [0, 0.5, 1, 1, 1, 1])])
+def test_the_warm_up_counts_iterations_or_steps_and_starts_at_zero(tokenizer, tiny_model, unit, expected):
+    module = PolicyModule(tiny_model, tokenizer, NFT(), lr=1e-3, warmup_steps=2, warmup_unit=unit)
+    step = toy_step({0: [1, 0, 0, 1], 1: [0, 1, 1, 1]})
+    record = RecordRate()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[record],
+    )
+    trainer.fit(module, train_dataloaders=DataLoader([step, step], batch_size=None, collate_fn=lambda batch: batch))
+    assert record.rates == pytest.approx([1e-3 * f for f in expected])  # 2 optimizer steps per epoch

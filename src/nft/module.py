@@ -18,6 +18,7 @@ import copy
 import logging
 import math
 import time
+from functools import partial
 
 import lightning as L
 import torch
@@ -38,6 +39,14 @@ from nft.rollout.integrity import (
 log = logging.getLogger(__name__)
 
 
+WARMUP_UNITS = ("step", "iteration")
+
+
+def warmup_factor(k: int, warmup: int) -> float:
+    """The learning rate's factor at step (or iteration) ``k``: ``k / warmup`` during the warm-up, then 1."""
+    return k / warmup if k < warmup else 1.0
+
+
 class PolicyModule(L.LightningModule):
     """Args:
     model: a transformers causal LM (the policy being trained).
@@ -45,7 +54,11 @@ class PolicyModule(L.LightningModule):
     algorithm: an object with ``loss(logp, old_logp, mask, correct, correct_rate, **inputs) -> (loss, metrics)``;
         the batch's ``nft.algorithms.OPTIONAL_INPUTS`` are passed as keywords. If it ``needs_reference``, a frozen
         copy of the initial policy is kept and its log-probs passed as ``ref_logp``; otherwise none is built.
-    lr, weight_decay, betas: AdamW settings. warmup_steps: linear warm-up, then constant.
+    lr, weight_decay, betas: AdamW settings.
+    warmup_steps, warmup_unit: a linear warm-up over ``warmup_steps`` optimizer steps (``step``) or policy
+        iterations (``iteration``: the scheduler steps once per epoch, as the reference's steps once per actor
+        update), then constant: the rate of step (or iteration) ``k`` is ``lr * k / warmup_steps`` while
+        ``k < warmup_steps`` (the first one at 0), verl's ``get_constant_schedule_with_warmup``.
     grad_clip: max global gradient norm (None: no clipping).
     max_skipped_in_a_row: stop training after this many optimizer steps in a row were skipped for a non-finite loss
         or gradient (the weights then are those of the last good step; a checkpoint with non-finite ones is refused).
@@ -68,6 +81,7 @@ class PolicyModule(L.LightningModule):
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 0,
+        warmup_unit: str = "step",
         grad_clip: float | None = 1.0,
         max_skipped_in_a_row: int = 5,
         temperature: float = 1.0,
@@ -78,6 +92,8 @@ class PolicyModule(L.LightningModule):
         report: EpochReport | None = None,
     ) -> None:
         super().__init__()
+        if warmup_unit not in WARMUP_UNITS or warmup_steps < 0:
+            raise ValueError(f"optim.warmup_unit must be one of {WARMUP_UNITS} and optim.warmup_steps >= 0")
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["model", "tokenizer", "algorithm", "report"])
         self.model = model
@@ -162,7 +178,8 @@ class PolicyModule(L.LightningModule):
         grad_norm = self._clip_gradients()
         if torch.isfinite(grad_norm) and torch.isfinite(loss_sum):
             optimizer.step()
-            self.lr_schedulers().step()
+            if self.hparams.warmup_unit == "step":
+                self.lr_schedulers().step()
             self.skipped_in_a_row = 0
         else:  # one bad batch must not poison the weights
             self._skip_step()
@@ -254,9 +271,10 @@ class PolicyModule(L.LightningModule):
             betas=tuple(self.hparams.betas),
             weight_decay=self.hparams.weight_decay,
         )
-        warmup = max(0, int(self.hparams.warmup_steps))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, partial(warmup_factor, warmup=self.hparams.warmup_steps)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": schedule}  # stepped here: manual optimisation
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -290,3 +308,6 @@ class PolicyModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.report.start_epoch()
+        schedule = self.lr_schedulers()
+        while self.hparams.warmup_unit == "iteration" and schedule.last_epoch < self.current_epoch:
+            schedule.step()  # the iteration's rate, from the epoch itself: a resumed run gets the same

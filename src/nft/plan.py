@@ -309,8 +309,34 @@ def compose(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def budget(cfg: DictConfig) -> str:
+    """The run's length in the units a user checks against a reference: iterations, steps, prompts and answers."""
+    data, optim = cfg.data, cfg.optim
+    iterations = int(cfg.trainer.max_epochs)
+    steps_per_iteration = int(data.prompts_per_epoch) // int(data.groups_per_step)
+    round_prompts = int(data.get("round_prompts") or data.prompts_per_epoch)
+    rounds = int(data.max_gen_rounds)
+    warmup, unit = int(optim.warmup_steps), optim.get("warmup_unit", "step")
+    warmup_steps = warmup * steps_per_iteration if unit == "iteration" else warmup
+    kept = int(data.prompts_per_epoch) * int(data.samples_per_prompt)
+    lines = [
+        "budget",
+        f"  policy iterations (epochs)        {iterations:>12,}",
+        f"  optimizer steps                   {iterations * steps_per_iteration:>12,}  ({steps_per_iteration} per "
+        f"iteration: {data.prompts_per_epoch} groups in steps of {data.groups_per_step})",
+        f"  prompts generated                 {iterations * round_prompts:>12,} to "
+        f"{iterations * round_prompts * rounds:,}  ({round_prompts} a round, 1 to {rounds} rounds an iteration)",
+        f"  answers trained on                {iterations * kept:>12,}  ({data.prompts_per_epoch} groups x "
+        f"{data.samples_per_prompt} an iteration, at most)",
+        f"  learning-rate warm-up             {warmup:>12,} {unit}s = {warmup_steps:,} optimizer steps, the first at 0",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    print(report(plan(compose(list(sys.argv[1:] if argv is None else argv)))))
+    cfg = compose(list(sys.argv[1:] if argv is None else argv))
+    print(report(plan(cfg)))
+    print(budget(cfg))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ over its counted tokens before aggregation, so a sequence's token sum is its los
 sequence losses, and for correct answers (a sum of token log-ratios) every ``loss_agg`` gives the token mode's value.
 
 Departures from the reference code (NVlabs/NFT ``dp_actor.py``), each a default that a config can restore:
-- ``loss_agg`` defaults to ``token_mean``; the reference sums over all tokens and divides by 1000 (``loss_agg:
-  token_sum_norm``, ``loss_norm: 1000``). Its ``ratio=sequence`` sums the sequence losses: ``token_sum_norm`` with
-  ``loss_norm: 1`` here.
+- ``loss_agg`` defaults to ``token_mean``. The reference sums each GPU's token losses and divides by 1000, then FSDP
+  averages the gradients over the W data-parallel ranks: an effective sum / (1000 W). Ranks here sum their gradients
+  (``nft.distributed``), so the reference is ``loss_agg: token_sum_norm`` with ``loss_norm: 1000 W`` (what
+  ``experiment=paper_*`` sets, ``tests/test_recipes.py`` checks it for W = 1 and 4). Its ``ratio=sequence`` sums the
+  sequence losses on each GPU: ``token_sum_norm`` with ``loss_norm: W``.
 - The default prompt weight is ``dr_grpo`` (1 - r), as the reference's released 7B/32B scripts (``normalize=1``).
 - RFT keeps ``prompt_weight: none`` (plain likelihood on correct answers, the paper's definition of RFT).
 - Masked (padding) tokens are zeroed before any arithmetic, so ``-inf`` log-probs there cannot make a NaN.
