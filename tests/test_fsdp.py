@@ -179,3 +179,45 @@ def test_a_sweep_with_two_ranks_runs_each_job_once_in_its_folder(tmp_path):
     for job, steps in zip(jobs, (2, 1), strict=True):  # 64 groups in steps of 32, then of 64
         assert (job / "train_ddp_process_1.log").is_file()  # rank 1 of this job wrote here
         assert len(logged_steps(job)) == steps
+
+
+def test_only_rank_0_holds_a_full_copy_of_the_weights_when_loading(tmp_path):
+    """A random ~100M-parameter Qwen2 from a save_pretrained folder, sharded over 2 ranks: rank 0 reads it, rank 1
+    builds on the meta device and gets its shard from rank 0; the sharded model holds exactly the saved weights."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from nft.toy import build_tokenizer
+
+    config = Qwen2Config(
+        vocab_size=32_000,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    model_bytes = sum(p.numel() * 4 for p in model.parameters())
+    assert 90e6 < model_bytes / 4 < 130e6
+    model.save_pretrained(tmp_path / "model")
+    build_tokenizer().save_pretrained(tmp_path / "model")
+    del model
+    peaks = {}
+    for mode in ("from_rank0", "every_rank"):
+        script = [str(ROOT / "tests" / "dist_load_rank0.py"), str(tmp_path), str(tmp_path / "model"), mode]
+        run_script(script, timeout=300)
+        ranks = [json.loads((tmp_path / f"{mode}-rank{r}.json").read_text()) for r in (0, 1)]
+        assert ranks[0]["weights_equal"] and all(r["buffers_equal"] and not r["meta_left"] for r in ranks), mode
+        peaks[mode] = [(round(r["peak_mb"]), round(r["sharding_peak_mb"])) for r in ranks]
+    full_mb, largest_mb = model_bytes / 2**20, 32_000 * 768 * 4 / 2**20  # the embeddings (and the LM head)
+    # Rank 0 reads the full copy; rank 1 holds its half of the shards and one broadcast tensor at a time, never the
+    # whole model (transformers maps the file lazily, so every_rank's rank 1 pays only what sharding touches).
+    assert peaks["from_rank0"][0][0] > 0.9 * full_mb
+    assert peaks["from_rank0"][1][1] < 0.5 * full_mb + 1.25 * largest_mb
+    print(
+        f"full model {full_mb:.0f} MB; peak host MB added (whole run, sharding) for ranks 0 and 1: every rank loads "
+        f"{peaks['every_rank']}, rank 0 loads {peaks['from_rank0']}"
+    )

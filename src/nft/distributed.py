@@ -138,6 +138,46 @@ def shard_model(
     model._nft_reshard_after_forward = reshard_after_forward
 
 
+@contextlib.contextmanager
+def load_from_rank0(models: list[torch.nn.Module], rank: int) -> Iterator[None]:
+    """Shard ``models`` inside; rank 0 holds their weights, the other ranks the same modules on the meta device.
+
+    Rank 0's full state dicts and non-persistent buffers (RoPE's ``inv_freq``, which a state dict leaves out) are kept
+    before sharding; after it every rank allocates its shards (``to_empty``) and, one tensor at a time, rank 0
+    broadcasts the full tensor and each rank copies its shard out of it. Host memory holds one full copy, rank 0's,
+    and one tensor in flight (``set_model_state_dict(broadcast_from_rank0=True)`` keeps every broadcast tensor until
+    the end: a full copy on every rank).
+    """
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    kept = [(m.state_dict() if rank == 0 else {}, _volatile_buffers(m) if rank == 0 else {}) for m in models]
+    yield
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    for model, (state, buffers) in zip(models, kept, strict=True):
+        model.to_empty(device=device)
+        for name, target in model.state_dict().items():
+            shape, dtype = (target.shape, target.dtype)
+            full = state[name].to(device, dtype) if rank == 0 else torch.empty(shape, dtype=dtype, device=device)
+            dist.broadcast(full, src=0)
+            if isinstance(target, DTensor):  # this rank's shard of it, without more communication
+                full = distribute_tensor(full, target.device_mesh, target.placements, src_data_rank=None).to_local()
+                target = target.to_local()
+            with torch.no_grad():
+                target.copy_(full)
+            del full
+        for name, buffer in _volatile_buffers(model).items():
+            if rank == 0:
+                buffer.copy_(buffers[name])
+            dist.broadcast(buffer, src=0)
+    del kept
+
+
+def _volatile_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The buffers a state dict does not hold (``persistent=False``), by name."""
+    persistent = set(model.state_dict())
+    return {name: b for name, b in model.named_buffers() if name not in persistent}
+
+
 def fsdp_modules(model: torch.nn.Module) -> list:
     from torch.distributed.fsdp import FSDPModule
 
@@ -194,6 +234,24 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 # --- launching -------------------------------------------------------------------------------------------------------
+def launch_world(cfg) -> int:
+    """The processes a run will have (trainer.devices x trainer.num_nodes), known before any process group exists."""
+    devices = cfg.trainer.devices
+    return (int(devices) if str(devices).isdigit() else 1) * int(cfg.trainer.get("num_nodes", 1))
+
+
+def launch_rank(cfg) -> int:
+    """This process's global rank before the process group exists: torchrun's ``RANK``, SLURM's ``SLURM_PROCID``, or
+    Lightning's own launcher (``NODE_RANK`` x devices + ``LOCAL_RANK``, which it sets in the processes it starts)."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1:
+        return int(env["SLURM_PROCID"])
+    devices = int(cfg.trainer.devices) if str(cfg.trainer.devices).isdigit() else 1
+    return int(env.get("NODE_RANK", 0)) * devices + int(env.get("LOCAL_RANK", 0))
+
+
 @contextlib.contextmanager
 def run_scope() -> Iterator[None]:
     """Leave no process group and no launcher environment behind a run, so the next run in this process (the next job

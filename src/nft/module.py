@@ -26,7 +26,7 @@ import torch
 from nft.algorithms import OPTIONAL_INPUTS
 from nft.checkpoint import rng_states, set_rng_states
 from nft.data.batching import is_padding
-from nft.distributed import all_reduce_sum, is_sharded, shard_model
+from nft.distributed import all_reduce_sum, is_sharded, load_from_rank0, shard_model
 from nft.report import EpochReport
 from nft.rollout.integrity import (
     MISMATCH_FIELDS,
@@ -66,6 +66,9 @@ class PolicyModule(L.LightningModule):
     fsdp: ``nft.distributed.shard_model`` settings (the ``fsdp`` config node), used under ``ModelParallelStrategy``.
     activation_checkpointing: recompute each decoder layer in backward (non-reentrant, as FSDP2 needs) instead of
         keeping its activations, with any trainer.
+    weights_from_rank0: under FSDP, only rank 0 holds the loaded weights (the others built the model on the meta
+        device: one full copy in host memory instead of one per rank); sharding broadcasts them
+        (``nft.distributed.load_from_rank0``).
     mismatch_warn_kl, mismatch_stop_kl: the engine-trainer log-prob KL over which an epoch warns, and stops before
         its first update (``integrity`` in train.yaml).
     report: where each optimizer step's loss, gradient norm and time are added up (``nft.report``; the pipeline
@@ -87,6 +90,7 @@ class PolicyModule(L.LightningModule):
         temperature: float = 1.0,
         fsdp: dict | None = None,
         activation_checkpointing: bool = False,
+        weights_from_rank0: bool = False,
         mismatch_warn_kl: float = 1e-3,
         mismatch_stop_kl: float = math.inf,
         report: EpochReport | None = None,
@@ -147,9 +151,14 @@ class PolicyModule(L.LightningModule):
             return
         if is_sharded(self.model):
             return
-        for model in (self.model, self.reference_model):  # the frozen reference (KL) is sharded alike
-            if model is not None:
-                shard_model(model, self.device_mesh["data_parallel"], **(self.hparams.fsdp or {}))
+        models = [m for m in (self.model, self.reference_model) if m is not None]  # the KL reference alike
+        if self.hparams.weights_from_rank0:
+            with load_from_rank0(models, self.global_rank):
+                for model in models:
+                    shard_model(model, self.device_mesh["data_parallel"], **(self.hparams.fsdp or {}))
+            return
+        for model in models:
+            shard_model(model, self.device_mesh["data_parallel"], **(self.hparams.fsdp or {}))
 
     # --- training ----------------------------------------------------------------------------------------------
     def training_step(self, micro_batches: list[dict[str, torch.Tensor]], batch_idx: int) -> None:

@@ -25,11 +25,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nft.checkpoint import resume_path
-from nft.distributed import run_scope
+from nft.distributed import launch_rank, launch_world, run_scope
 from nft.eval import EpochSummary
 from nft.eval.offline import evaluate as evaluate_model
 from nft.module import PolicyModule
-from nft.plan import check_fits, plan
+from nft.plan import check_fits, is_fsdp, plan
 from nft.preemption import Preemption
 from nft.report import EpochReport
 from nft.rollout.base import Generator
@@ -61,7 +61,8 @@ def build(cfg: DictConfig) -> Run:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     _refuse_what_cannot_fit(cfg)
-    policy = instantiate(cfg.model)
+    from_rank0 = is_fsdp(cfg) and launch_world(cfg) > 1  # one full copy in host memory: rank 0's
+    policy = instantiate(cfg.model, on_meta_device=from_rank0 and launch_rank(cfg) > 0)
     algorithm = instantiate(cfg.algo)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)  # plain types: checkpoints load with weights_only
     fsdp = OmegaConf.to_container(cfg.fsdp, resolve=True)
@@ -73,6 +74,7 @@ def build(cfg: DictConfig) -> Run:
         temperature=cfg.rollout.sampling.temperature,
         fsdp=fsdp,
         activation_checkpointing=cfg.activation_checkpointing,
+        weights_from_rank0=from_rank0,
         mismatch_warn_kl=cfg.integrity.warn_kl,
         mismatch_stop_kl=cfg.integrity.stop_kl,
         report=report,

@@ -30,17 +30,30 @@ def pretrained_policy(
     max_response_tokens: int = 3584,
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
+    on_meta_device: bool = False,
 ) -> Policy:
-    """A causal LM and its tokenizer from a hub name or a local folder, in train mode, tokenizer padding left."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A causal LM and its tokenizer from a hub name or a local folder, in train mode, tokenizer padding left.
+
+    ``on_meta_device``: the architecture only, no weights read (the ranks of a sharded run other than rank 0, which
+    get their shards from rank 0's copy: ``nft.module.PolicyModule.configure_model``).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, dtype), attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
-    )
+    settings = dict(dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
+    if on_meta_device:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code, **settings)
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(path)
+        except OSError:  # no generation_config.json: the one derived from the config stays
+            pass
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, **settings)
     model.train()  # from_pretrained returns eval mode
     check_context(model, max_prompt_tokens, max_response_tokens)
     return Policy(model, tokenizer)

@@ -137,6 +137,7 @@ def _unknown_keys(cfg: DictConfig) -> Iterator[str]:
 
     # `optim` is passed to PolicyModule as keyword arguments, next to what the pipeline gives it.
     given = {"model", "tokenizer", "algorithm", "temperature", "fsdp", "activation_checkpointing", "report"}
+    given |= {"weights_from_rank0"}
     given |= {"mismatch_warn_kl", "mismatch_stop_kl"}
     accepted = set(inspect.signature(PolicyModule).parameters) - given
     yield from _refuse("optim", set(cfg.optim) - accepted, accepted)

@@ -31,16 +31,16 @@ def tiny_policy(
     warmup: dict | None = None,
     max_prompt_tokens: int = 64,
     max_response_tokens: int = 32,
+    on_meta_device: bool = False,
 ) -> Policy:
     """The tiny policy: from ``path`` if given, else built from ``seed`` and warmed up on ``train_path``.
+    ``on_meta_device`` applies to a saved model (``path`` or the cache; see ``nft.policy.pretrained_policy``).
 
     The warmed-up model is cached in ``cache_dir`` under a key of every setting that shapes it, written atomically,
     so runs and tests that share settings warm up once.
     """
     if path is not None:
-        return pretrained_policy(
-            path, dtype="float32", max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens
-        )
+        return pretrained_policy(path, "float32", max_prompt_tokens, max_response_tokens, on_meta_device=on_meta_device)
     architecture, warmup = dict(architecture or {}), dict(warmup or {})
     key = json.dumps(
         {
@@ -57,7 +57,7 @@ def tiny_policy(
     if folder is not None and (folder / "warmup.json").is_file():
         log.info("tiny policy: using the warmed-up model cached in %s", folder)
         return pretrained_policy(
-            str(folder), dtype="float32", max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens
+            str(folder), "float32", max_prompt_tokens, max_response_tokens, on_meta_device=on_meta_device
         )
 
     tokenizer = build_tokenizer()
