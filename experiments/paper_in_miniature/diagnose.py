@@ -42,6 +42,7 @@ def diagnose(seed: int) -> dict[str, float]:
     run = build(cfg)
     datamodule, module = run.datamodule, run.module
     datamodule.setup()
+    run.generator.sync(module)
     rounds = datamodule._generation_rounds(0, {"time/generate": 0.0, "time/verify": 0.0})
     by_group: dict[int, list] = {}
     for s in rounds.kept:

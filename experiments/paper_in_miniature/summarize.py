@@ -158,12 +158,18 @@ def table(runs: list[Run], lrs: dict[str, str]) -> str:
             greedy = paired(runs, GREEDY, left, right)
             lines.append(f"| {label} | {len(diffs)} | {fmt(*mean_ci(diffs))} | {fmt(*mean_ci(greedy))} |")
     lines += ["", "## Learning-rate grid (tuning seed 100, final held-out avg@8 %)", ""]
+    lines += [
+        "`chosen` is the best of the grid the comparison was run with (`lr_grid`); other rates (`lr_grid_*`, run",
+        "afterwards as a check) are shown but chose nothing.",
+        "",
+    ]
     grid = defaultdict(dict)
     for run in runs:
-        if run.block == "lr_grid":
-            grid[run.algo][run.overrides["optim.lr"]] = 100 * run.final[HEADLINE]
-    rates = sorted({lr for row in grid.values() for lr in row}, key=float)
-    lines += ["| algorithm | " + " | ".join(rates) + " | chosen |", "|---|" + "---:|" * (len(rates) + 1)]
+        if run.block.startswith("lr_grid"):
+            grid[run.algo][float(run.overrides["optim.lr"])] = 100 * run.final[HEADLINE]
+    rates = sorted({lr for row in grid.values() for lr in row})
+    lines += ["| algorithm | " + " | ".join(f"{lr:g}" for lr in rates) + " | chosen |"]
+    lines += ["|---|" + "---:|" * (len(rates) + 1)]
     for algo in ALGOS:
         if algo in grid:
             cells = " | ".join(f"{grid[algo].get(lr, math.nan):.1f}" for lr in rates)
