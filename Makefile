@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: help install demo test test-slow lint format bench clean
+.PHONY: help install demo test test-slow gpu-check lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: $(STAMP)  ## the test suite (CPU, under 15 minutes on 2 cores)
 
 test-slow: $(STAMP)  ## the long tests only (soak runs)
 	$(PYTHON) -m pytest -m slow $(ARGS)
+
+gpu-check: $(STAMP)  ## the GPU check on one CUDA device (no network, no download; report: runs/gpu_check.json)
+	$(PYTHON) -m pytest -m gpu tests/test_gpu.py -v -s $(ARGS)
 
 bench: $(BENCH_STAMP)  ## time one policy iteration of the fixed workload, side by side with TRL (last line: the median)
 	$(PYTHON) -m nft.bench.losses

@@ -16,6 +16,7 @@ import copy
 import io
 import os
 import signal
+import time
 from types import SimpleNamespace
 
 import lightning as L
@@ -25,13 +26,22 @@ from nft.checkpoint import AtomicCheckpointIO, AtomicModelParallelStrategy
 from nft.rollout.hf import HFGenerator
 
 
+def send(signum: int) -> None:
+    """Signal this process, first printing when (``SENT_AT``): a test times the signal to the exit."""
+    print(f"{SENT_AT}{time.time():.3f}", flush=True)
+    os.kill(os.getpid(), signum)
+
+
+SENT_AT = "fault: signal sent at "
+
+
 class KillAfterStep(L.Callback):
     def __init__(self, epoch: int, batch: int = 0, signal_name: str = "SIGKILL") -> None:
         self.epoch, self.batch, self.signal = epoch, batch, getattr(signal, signal_name)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            os.kill(os.getpid(), self.signal)
+            send(self.signal)
 
 
 class SigtermDuringGeneration(HFGenerator):
@@ -46,7 +56,7 @@ class SigtermDuringGeneration(HFGenerator):
         if self.calls == self.call:
             half = len(prompts) // 2
             first = super().generate(prompts[:half], n, sampling, seed[:half])
-            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, between two batches of generation
+            send(signal.SIGTERM)  # the handler runs here, between two batches of generation
             return first + super().generate(prompts[half:], n, sampling, seed[half:])
         return super().generate(prompts, n, sampling, seed)
 

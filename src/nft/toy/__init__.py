@@ -36,8 +36,9 @@ def tiny_policy(
     """The tiny policy: from ``path`` if given, else built from ``seed`` and warmed up on ``train_path``.
     ``on_meta_device`` applies to a saved model (``path`` or the cache; see ``nft.policy.pretrained_policy``).
 
-    The warmed-up model is cached in ``cache_dir`` under a key of every setting that shapes it, written atomically,
-    so runs and tests that share settings warm up once.
+    The warmed-up model is cached in ``cache_dir`` under a key of every setting that shapes it and of the toy
+    package's source, written atomically, so runs and tests that share settings warm up once and a model warmed up
+    by older code is never reused.
     """
     if path is not None:
         return pretrained_policy(path, "float32", max_prompt_tokens, max_response_tokens, on_meta_device=on_meta_device)
@@ -49,7 +50,7 @@ def tiny_policy(
             "seed": seed,
             "prompt": repr(prompt),
             "data": Path(train_path).name,
-            "version": 1,
+            "code": _source_hash(),
         },
         sort_keys=True,
     )
@@ -75,6 +76,11 @@ def tiny_policy(
             _save_atomically(model, tokenizer, report, folder)
     check_context(model, max_prompt_tokens, max_response_tokens)
     return Policy(model, tokenizer)
+
+
+def _source_hash() -> int:
+    """The toy package's own code (model, task, warm-up): what shapes a warmed-up model besides its settings."""
+    return hash_text("".join(p.read_text() for p in sorted(Path(__file__).parent.glob("*.py"))))
 
 
 def hash_text(text: str) -> int:
