@@ -215,10 +215,11 @@ def test_only_rank_0_holds_a_full_copy_of_the_weights_when_loading(tmp_path):
     full_mb = model_bytes / 2**20
     # Rank 0 reads the full copy; rank 1 holds its half of the shards and one broadcast tensor at a time, never the
     # whole model (transformers maps the file lazily, so every_rank's rank 1 pays only what sharding touches). The
-    # allocator's slack puts it a few MB over "half plus the largest tensor" (357 MB against 355 on one CI run), so
-    # the bound is the claim itself: less than 90% of a full copy (rank 0's own peak is above it).
+    # allocator's slack puts its sharding peak a few MB over "half plus the largest tensor" (357 MB against 355 on one
+    # CI run), so the bound is the claim itself: less than 90% of a full copy (rank 0's own peak is above it). Its
+    # whole-run peak also counts the modules that building the model imports (about 140 MB).
     assert peaks["from_rank0"][0][0] > 0.9 * full_mb
-    assert peaks["from_rank0"][1][0] < 0.9 * full_mb
+    assert peaks["from_rank0"][1][1] < 0.9 * full_mb
     print(
         f"full model {full_mb:.0f} MB; peak host MB added (whole run, sharding) for ranks 0 and 1: every rank loads "
         f"{peaks['every_rank']}, rank 0 loads {peaks['from_rank0']}"
