@@ -10,7 +10,7 @@ mkdir -p "$RUNS"
 export NFT_CACHE="$(cd "$RUNS" && pwd)/cache"
 for seed in 0 1 2; do
   start=$(date +%s)
-  "$PYTHON" src/train.py seed=$seed hydra.run.dir="$RUNS/seed=$seed"
-  echo $(( $(date +%s) - start )) > "$RUNS/seed=$seed/wall_seconds.txt"
+  "$PYTHON" src/train.py seed=$seed hydra.run.dir="$RUNS/seed-$seed"
+  echo $(( $(date +%s) - start )) > "$RUNS/seed-$seed/wall_seconds.txt"
 done
 "$PYTHON" experiments/demo/summarize.py "$RUNS" | tee experiments/demo/results.md

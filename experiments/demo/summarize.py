@@ -14,12 +14,12 @@ METRIC = "val/toy/avg@1"
 
 def main(root: Path) -> None:
     print("| seed | start | final | best | wall time (s, warm-up included) |\n|---:|---:|---:|---:|---:|")
-    for run in sorted(root.glob("seed=*")):
+    for run in sorted(root.glob("seed-*")):
         rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
         values = [100 * row[METRIC] for row in rows]
         wall = run / "wall_seconds.txt"
         seconds = wall.read_text().strip() if wall.is_file() else "?"
-        print(f"| {run.name.split('=')[1]} | {values[0]:.1f} | {values[-1]:.1f} | {max(values):.1f} | {seconds} |")
+        print(f"| {run.name.split('-')[1]} | {values[0]:.1f} | {values[-1]:.1f} | {max(values):.1f} | {seconds} |")
 
 
 if __name__ == "__main__":
