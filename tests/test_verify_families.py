@@ -28,6 +28,8 @@ PROSE = [  # final answers without a box: lenient only
     ("The area is [36].", "36", True, False),
     ("The area is [37].", "36", False, False),
     ("The answer is 204", "204", True, False),
+    ("Thus $x <= 2$ is our answer.", "x \\leq 2", True, False),
+    ("Thus $x <= 3$ is our answer.", "x \\leq 2", False, False),
     ("x is 5 or x is 6", "6", False, False),  # a hedge is no answer
     ("First 2+2 is 4. Then 4+4 is 8", "4", False, False),  # two sentences: no sentence is the answer
     ("\\boxed{17}", "17", True, True),
@@ -72,6 +74,8 @@ DECIMAL_COMMAS_AND_UNITS = [
     ("\\boxed{60 degrees}", "60^\\circ", True, True),
     ("\\boxed{30 km/h}", "30", True, True),
     ("\\boxed{\\$12.50}", "12.5", True, True),
+    ("\\boxed{125\\textnormal{ miles}}", "$125$ miles", True, True),
+    ("\\boxed{126\\textnormal{ miles}}", "$125$ miles", False, False),
     ("\\boxed{2 x}", "2", False, False),
     ("\\boxed{2 pi}", "2", False, False),
 ]
@@ -91,6 +95,8 @@ RELATIONS = [
     ("\\boxed{x<=3}", "x \\leq 3", True, True),
     ("\\boxed{x \\le 3}", "x<=3", True, True),
     ("\\boxed{x \u2265 3}", "x \\geqslant 3", True, True),
+    ("\\boxed{x != 3}", "x \\neq 3", True, True),
+    ("\\boxed{x \\ne 4}", "x \\neq 3", False, False),
     ("\\boxed{x > 3}", "x \\ge 3", False, False),
     ("\\boxed{x \\leq 3}", "x \\geq 3", False, False),
 ]
@@ -152,6 +158,8 @@ LONG_DECIMALS = [
     ("\\boxed{0.1428571428571428}", "\\frac{1}{7}", True, True),
     ("\\boxed{0.14285714285714285}", "1/7", True, True),
     ("\\boxed{0.1428571428571438}", "\\frac{1}{7}", False, False),
+    ("\\boxed{0.30000000000000004}", "\\frac{3}{10}", True, True),
+    ("\\boxed{1.00000000000001}", "1", False, False),
     ("\\boxed{0.333}", "\\frac{1}{3}", False, False),
     ("\\boxed{0.3333333}", "\\frac{1}{3}", False, False),
 ]
@@ -207,7 +215,7 @@ CONVENTIONS = {  # one case or two per rule of grader's docstring: (response, re
     "Mixed numbers": [("\\boxed{3\\frac{1}{2}}", "3.5", True), ("\\boxed{3\\frac{1}{2}}", "1.5", False)],
     "Decimal tolerance": [("\\boxed{0.4896}", "0.49", True), ("\\boxed{0.5}", "0.49", False)],
     "Float precision": [("\\boxed{0.666666666666667}", "2/3", True), ("\\boxed{0.666667}", "2/3", False)],
-    "Decimal comma": [("\\boxed{0,050}", "0.05", True), ("\\boxed{1.5}", "1, 5", False)],
+    "Decimal comma": [("\\boxed{0,050}", "0.05", True), ("\\boxed{1.22}", "1,22", False)],
     "Percent": [("\\boxed{25 percent}", "0.25", True), ("\\boxed{0.25}", "25", False)],
     "Lists": [("\\boxed{2, 1}", "1, 2", True), ("\\boxed{(2, 1)}", "(1, 2)", False)],
     "Equations": [("\\boxed{y = 2x + 1}", "2x+1", True), ("\\boxed{y = 3}", "x = 3", False)],

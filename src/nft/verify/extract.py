@@ -10,7 +10,8 @@ fallbacks are tried in the order given:
   with ``####`` (GSM8K's);
 - ``last_dollar``: a ``$...$`` (or ``\\(...\\)``, ``\\[...\\]``) that ends the response;
 - ``answer_phrase``: the sentence after the last "the answer is" (also "result", "option", "choice"; "is", "was",
-  "would be", ":"): "So the answer is 17", "the right option is E";
+  "would be", ":"): "So the answer is 17", "the right option is E"; or the math before a later "is the answer"
+  ("Thus $x \\leq 2$ is our answer");
 - ``bare``: the whole response, when it is short (at most ``MAX_BARE_CHARS``): a bare answer such as ``3/4``.
 
 What a fallback finds is tidied: markdown emphasis and final punctuation go, a single sentence with one
@@ -37,6 +38,8 @@ _ANSWER_PHRASE = re.compile(
     r"\b(?:answer|result|option|choice)\s+(?:is|was|would be|should be|will be)\s*:?|\b(?:answer|result)\s*:",
     re.IGNORECASE,
 )
+# "... $X$ is the answer" (MATH's solutions: "Therefore, $\boxed{14{,}916}$ is our answer")
+_ANSWER_AFTER = re.compile(r"\$([^$]{1,200})\$\s*is\s+(?:the|our)\s+(?:final\s+)?(?:answer|solution|result)\b", re.I)
 _COPULA = re.compile(r"\s(?:is|are|equals|was)\s", re.IGNORECASE)
 _INNER_SENTENCE_END = re.compile(r"[.!?]\s")
 _ONE_BRACKETED = re.compile(r"\[([^\[\],]+)\]")
@@ -109,6 +112,11 @@ def _after_final_answer(text: str) -> str | None:
 
 
 def _answer_phrase(text: str) -> str | None:
+    """The sentence after the last "the answer is", or the math before a later "is the answer"."""
+    after = list(_ANSWER_AFTER.finditer(text))
+    before = list(_ANSWER_PHRASE.finditer(text))
+    if after and (not before or after[-1].start() > before[-1].start()):
+        return after[-1].group(1)
     return _sentence_after(_ANSWER_PHRASE, text)
 
 

@@ -18,7 +18,8 @@ Conventions (graders differ; these are ours). Each bullet's label names a rule t
   ``\\geqslant``; ``\\gt`` is ``>``).
 - Units: a unit or currency after a value, in ``\\text{}``/``\\mbox{}`` or as a bare word of two letters or more
   (``5.4 \\text{ cents}``, ``12.5 kg``, ``3,75 EUR``, ``30 km/h``), is ignored, not converted (``100 cm`` does not
-  match ``1``), as in MATH's grading; a one-letter word is a variable (``2 x`` is not ``2``).
+  match ``1``), as in MATH's grading; a one-letter word is no unit here (``2 x`` is not ``2``; math-verify
+  still reads a few, ``5 m``).
 - Exact numbers: integers, decimals, ``a/b``, ``\\frac{a}{b}``, ``4.5e33``, ``4.5\\times10^{33}``, ``10^3``
   compare as exact rationals: ``0.75`` matches ``\\frac{3}{4}``; a numeric expression (``3^2``, ``2+3``) is its
   value (through sympy).
@@ -30,11 +31,12 @@ Conventions (graders differ; these are ours). Each bullet's label names a rule t
   ``2.7778e-6`` (math-verify's 6-decimal rounding accepts it), nor ``.35626`` ``.35625`` (a relative tolerance of
   1e-4, as in Qwen2.5-Math's evaluation, accepts it). OlympiadBench's per-problem ``error`` field is not used.
 - Float precision: a decimal for an exact reference must be exact, unless it carries a float's precision, 15
-  significant digits or more, and is within one unit of its last digit of the exact value (rounded or truncated):
-  ``0.1428571428571428`` is ``1/7``; ``0.333``, ``0.3333333`` and ``4.666667`` are not ``1/3`` and ``14/3``.
+  significant digits or more, and is within one unit of its last digit of the exact value (rounded or truncated:
+  ``0.1428571428571428`` is ``1/7``) or within one part in 10^15 of it (float arithmetic: ``0.30000000000000004``
+  is ``3/10``); ``0.333``, ``0.3333333`` and ``4.666667`` are not ``1/3`` and ``14/3``.
 - Decimal comma: ``3,75`` (one comma, not followed by exactly three digits; ``0,050`` too) is ``3.75`` against a
   reference that is one number; ``2,000`` is two thousand, ``2,000.50`` is ``2000.5``; ``3, 75`` (with a space)
-  and any comma against a list reference stay a list.
+  and any comma in a reference (``1,22``: benchmarks write lists so) stay a list.
 - Percent: ``25\\%`` (or "25 percent", "25 pct", "25 percentage") matches ``25\\%``, ``25`` and ``0.25``; a
   reference ``25`` matches ``25\\%`` but not ``0.25``.
 - Lists: a bare list or ``\\{...\\}`` is a set (order free, as math-verify reads it); ``(...)``/``[...]`` are

@@ -30,15 +30,18 @@ _PERCENT_WORD = r"(?:per ?cent(?:age)?s?|pct)"
 _PERCENT = re.compile(
     rf"\\?%|\\(?:text|mbox|mathrm)\{{\s*{_PERCENT_WORD}\s*\}}|(?<=[\d}}])\s*{_PERCENT_WORD}(?![a-zA-Z])"
 )
-_RELATIONS = (  # one spelling per relation: `\geq`, `\leq`, `>`, `<`
+_RELATIONS = (  # one spelling per relation: `\geq`, `\leq`, `\neq`, `>`, `<`
     (re.compile(r">=|\\geq?(?:slant)?(?![a-zA-Z])"), r"\\geq "),
     (re.compile(r"<=|\\leq?(?:slant)?(?![a-zA-Z])"), r"\\leq "),
+    (re.compile(r"!=|\\neq?(?![a-zA-Z])"), r"\\neq "),
     (re.compile(r"\\gt(?![a-zA-Z])"), ">"),
     (re.compile(r"\\lt(?![a-zA-Z])"), "<"),
 )
 _SUBSCRIPT = re.compile(r"_\{([a-zA-Z0-9])\}")  # `b_{k}` is `b_k`
 # A unit in text after a value: `5.4 \text{ cents}`, `15\mbox{ cm}^2`, `\frac{270}7\text{ degrees}`.
-_TEXT_UNIT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm)\s*\{\s*[a-zA-Z][a-zA-Z ./]*\}(?:\^\{?\d\}?)?$")
+_TEXT_UNIT = re.compile(
+    r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm|textnormal)\s*\{\s*[a-zA-Z][a-zA-Z ./]*\}(?:\^\{?\d\}?)?$"
+)
 # A unit or currency as a bare word after a number: `12.5 kg`, `3,75 EUR`, `60 degrees`, `30 km/h` (one letter is a
 # variable, `2 x`; `pi` is a number).
 _WORD_UNIT = re.compile(r"(?<=\d) (?!pi$)(?:[a-zA-Z]{2,}|[a-zA-Z]+(?:/[a-zA-Z]+)+)(?:\^\{?\d\}?)?$")
@@ -238,12 +241,15 @@ def numbers_equal(predicted: Number, gold: Number) -> bool:
 def _close(value: Fraction | float, ulp: Fraction | None, digits: int, gold: Number) -> bool:
     """Equal; or, when the reference is a decimal, within half a unit of the last digit of the coarser of the two,
     provided that this coarser precision keeps ``MIN_DIGITS`` significant digits (or all of the reference's); or,
-    when the reference is exact, a decimal of ``FLOAT_DIGITS`` or more significant digits within one unit of its
-    last digit (a float's value, rounded or truncated: ``0.1428571428571428`` is ``1/7``, ``0.333333`` is not 1/3)."""
+    when the reference is exact, a decimal of ``FLOAT_DIGITS`` or more significant digits (a float's value) within
+    one unit of its last digit (rounded or truncated: ``0.1428571428571428`` is ``1/7``) or one part in 10^15
+    (float arithmetic: ``0.30000000000000004`` is ``3/10``); ``0.333333`` is not ``1/3``."""
     if not isinstance(value, Fraction) or not isinstance(gold.value, Fraction):
         return value == gold.value
     if gold.ulp is None:
-        return value == gold.value or (ulp is not None and digits >= FLOAT_DIGITS and abs(value - gold.value) < ulp)
+        if value == gold.value or ulp is None or digits < FLOAT_DIGITS:
+            return value == gold.value
+        return abs(value - gold.value) < ulp or abs(value - gold.value) * 10**FLOAT_DIGITS <= abs(gold.value)
     unit = max(ulp or 0, gold.ulp)
     if gold.value and unit * 10 ** (min(MIN_DIGITS, gold.digits) - 1) > abs(gold.value):
         return False
@@ -279,8 +285,8 @@ def unwrap_text(text: str) -> str:
 
 def choice_letter(text: str, loose: bool = False) -> str | None:
     """A multiple-choice letter A-E written ``B``, ``(B)`` or ``\\text{(B)}``; ``loose`` also reads ``option B``
-    and the letter before the option's text or a reason: ``(B) 12``, ``B Boston``, ``B. the others fail``, ``A, since B fails``
-    (but not before an operator, ``(B)+1``, a digit, ``A.5``, or a second letter, ``A, B``)."""
+    and the letter before the option's text or a reason: ``(B) 12``, ``B Boston``, ``B. the others fail``, ``A,
+    since B fails`` (but not before an operator, ``(B)+1``, a digit, ``A.5``, or a second letter, ``A, B``)."""
     inner = unwrap_text(text)
     if loose:  # `option B`, `choice (B)`
         inner = _CHOICE_WORD.sub("", inner, count=1)
