@@ -8,10 +8,12 @@ A family case is (response, reference, lenient verdict, strict verdict): lenient
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from nft.verify import MathVerifier, grader, is_correct
+from nft.verify.extract import extract_answer
 from nft.verify.grader import grade
 
 PROSE = [  # final answers without a box: lenient only
@@ -235,3 +237,19 @@ def test_every_convention_in_the_docstring_has_cases():
 )
 def test_convention(response, reference, expected):
     assert grade(response, reference, timeout=5, strict=False) is expected
+
+
+def test_prose_extraction_stays_linear_on_100kb_of_adversarial_prose():
+    shapes = [
+        "the answer is " * 8000,
+        ("$" + "a" * 199) * 500,
+        "$x$ is " * 15000 + "the answer",
+        "So the answer is " + " is a" * 20000,
+        "So the answer is 5" + " kg" * 30000,
+        "Answer: " + "A, " * 30000,
+    ]
+    start = time.monotonic()
+    for text in shapes:
+        extract_answer(text)
+        assert grade(text, "5", timeout=2, strict=False) is False
+    assert time.monotonic() - start < 3.0

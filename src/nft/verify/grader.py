@@ -15,7 +15,7 @@ Conventions (graders differ; these are ours). Each bullet's label names a rule t
   (``\\mathbf``, ``\\textbf``), final punctuation or backslash (``5,``, ``5\\``), thousands separators
   (``10,\\!080``), leading zeros (AIME's ``025``), subscript braces (``b_{k}`` is ``b_k``), degree signs
   (``90^\\circ`` is ``90``, never ``\\pi/2``), and the spelling of a relation (``>=``, ``\\ge``, ``\\geq``,
-  ``\\geqslant``; ``\\gt`` is ``>``).
+  ``\\geqslant``; ``\\gt`` is ``>``; ``!=`` and ``\\ne`` are ``\\neq``).
 - Units: a unit or currency after a value, in ``\\text{}``/``\\mbox{}`` or as a bare word of two letters or more
   (``5.4 \\text{ cents}``, ``12.5 kg``, ``3,75 EUR``, ``30 km/h``), is ignored, not converted (``100 cm`` does not
   match ``1``), as in MATH's grading; a one-letter word is no unit here (``2 x`` is not ``2``; math-verify
