@@ -30,7 +30,7 @@ AIME_AMC = [  # integers, AIME's leading zeros, AMC's whole numbers
     ("\\boxed{204\\text{ ways}}", "204", True),
     ("\\boxed{2\\,04}", "204", True),
     ("\\boxed{2 04}", "204", False),
-    ("The answer is 204", "204", False),  # not an extraction target: prose is not a bare answer
+    ("The answer is 204", "204", True),  # a final answer in prose (lenient mode only; issue 16)
     ("\\boxed{0}", "0", True),
     ("\\boxed{00}", "0", True),
     ("\\boxed{10}", "0", False),

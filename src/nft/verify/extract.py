@@ -6,9 +6,18 @@ are read together as a list. In strict mode (DAPO's rule) a response without a b
 fallbacks are tried in the order given:
 
 - ``final_answer``: the text after the last "final answer is" / "final answer:" (Minerva's and Qwen's style);
-- ``answer_line``: the last line that starts with "Answer:" (DAPO's prompt asks for this line);
+- ``answer_line``: the last line that starts with "Answer:" or "Result:" (DAPO's prompt asks for this line), or
+  with ``####`` (GSM8K's);
 - ``last_dollar``: a ``$...$`` (or ``\\(...\\)``, ``\\[...\\]``) that ends the response;
+- ``answer_phrase``: the sentence after the last "the answer is" (also "result", "option", "choice"; "is", "was",
+  "would be", ":"): "So the answer is 17", "the right option is E"; or the math before a later "is the answer"
+  ("Thus $x \\leq 2$ is our answer");
 - ``bare``: the whole response, when it is short (at most ``MAX_BARE_CHARS``): a bare answer such as ``3/4``.
+
+What a fallback finds is tidied: markdown emphasis and final punctuation go, a single sentence with one
+"is"/"are"/"equals"/"was" ("the smallest $k$ is 12") keeps what follows it, and ``[36]`` (one value in square
+brackets) is ``36``. References are read by the same rules (``extract_reference``): the last box, else the phrase
+fallbacks (``REFERENCE_FALLBACKS``), else the whole reference as written.
 
 Every step is linear in the length of the response, so a 100 KB response costs milliseconds whatever its content.
 """
@@ -24,7 +33,16 @@ MAX_JOINED_BOXES = 8
 # What may sit between two boxes that form one list answer: separators and math delimiters, nothing else.
 _BOX_JOINER = re.compile(r"\s*\$*\s*(?:,|;|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\})?\s*\$*\s*,?\s*")
 _FINAL_ANSWER = re.compile(r"final answer\s*(?:is|:)\s*:?", re.IGNORECASE)
-_ANSWER_LINE = re.compile(r"^[ \t*#]*answer[ \t*]*:", re.IGNORECASE | re.MULTILINE)
+_ANSWER_LINE = re.compile(r"^[ \t*#]*(?:answer|result)[ \t*]*:|^[ \t]*####", re.IGNORECASE | re.MULTILINE)
+_ANSWER_PHRASE = re.compile(
+    r"\b(?:answer|result|option|choice)\s+(?:is|was|would be|should be|will be)\s*:?|\b(?:answer|result)\s*:",
+    re.IGNORECASE,
+)
+# "... $X$ is the answer" (MATH's solutions: "Therefore, $\boxed{14{,}916}$ is our answer")
+_ANSWER_AFTER = re.compile(r"\$([^$]{1,200})\$\s*is\s+(?:the|our)\s+(?:final\s+)?(?:answer|solution|result)\b", re.I)
+_COPULA = re.compile(r"\s(?:is|are|equals|was)\s", re.IGNORECASE)
+_INNER_SENTENCE_END = re.compile(r"[.!?]\s")
+_ONE_BRACKETED = re.compile(r"\[([^\[\],]+)\]")
 # A period ends a sentence when whitespace or the end follows it (not a decimal point).
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|\sI hope")
 _MATH_DELIMITERS = (("$$", "$$"), ("\\]", "\\["), ("\\)", "\\("), ("$", "$"))  # closing, opening; `$$` before `$`
@@ -79,13 +97,27 @@ def last_boxed(text: str) -> str | None:
     return ",".join(reversed(parts))
 
 
-def _after_final_answer(text: str) -> str | None:
-    matches = list(_FINAL_ANSWER.finditer(text))
+def _sentence_after(pattern: re.Pattern, text: str) -> str | None:
+    """The sentence after the last match of ``pattern``; None if it does not occur."""
+    matches = list(pattern.finditer(text))
     if not matches:
         return None
     rest = text[matches[-1].end() :].lstrip()
     end = _SENTENCE_END.search(rest)
     return rest[: end.start()] if end else rest
+
+
+def _after_final_answer(text: str) -> str | None:
+    return _sentence_after(_FINAL_ANSWER, text)
+
+
+def _answer_phrase(text: str) -> str | None:
+    """The sentence after the last "the answer is", or the math before a later "is the answer"."""
+    after = list(_ANSWER_AFTER.finditer(text))
+    before = list(_ANSWER_PHRASE.finditer(text))
+    if after and (not before or after[-1].start() > before[-1].start()):
+        return after[-1].group(1)
+    return _sentence_after(_ANSWER_PHRASE, text)
 
 
 def _answer_line(text: str) -> str | None:
@@ -114,9 +146,23 @@ FALLBACKS: dict[str, Callable[[str], str | None]] = {
     "final_answer": _after_final_answer,
     "answer_line": _answer_line,
     "last_dollar": _last_dollar,
+    "answer_phrase": _answer_phrase,
     "bare": _bare,
 }
-DEFAULT_FALLBACKS = ("final_answer", "answer_line", "last_dollar", "bare")
+DEFAULT_FALLBACKS = ("final_answer", "answer_line", "last_dollar", "answer_phrase", "bare")
+# A reference is bare or `$...$`-wrapped by contract: only a box or a phrase can mark a part of it as the answer.
+REFERENCE_FALLBACKS = ("final_answer", "answer_line", "answer_phrase")
+
+
+def _tidy(found: str) -> str:
+    """A fallback's find without markdown emphasis and final punctuation; a single sentence with one copula ("the
+    smallest $k$ is 12") reduced to what follows it; one value in square brackets unwrapped."""
+    text = found.replace("**", "").strip().rstrip(".,;:").strip()
+    copulas = list(_COPULA.finditer(text))
+    if len(copulas) == 1 and not _INNER_SENTENCE_END.search(text):
+        text = text[copulas[0].end() :].strip()
+    bracketed = _ONE_BRACKETED.fullmatch(text)
+    return bracketed.group(1).strip() if bracketed else text
 
 
 def check_fallbacks(fallbacks: Sequence[str]) -> tuple[str, ...]:
@@ -134,6 +180,12 @@ def extract_answer(response: str, strict: bool = False, fallbacks: Sequence[str]
         return boxed
     for name in fallbacks:
         found = FALLBACKS[name](response)
-        if found is not None and found.strip():
-            return found
+        if found is not None and (tidied := _tidy(found)):
+            return tidied
     return None
+
+
+def extract_reference(answer: str) -> str:
+    """The final answer in a reference: its last box, else the text a phrase marks ("The answer is 7.0",
+    "result: 0.33"), else the whole reference."""
+    return extract_answer(answer, fallbacks=REFERENCE_FALLBACKS) or answer

@@ -1,37 +1,65 @@
 """Grading one answer: extract the final answer, decide cheaply when possible, else ask math-verify (sympy).
 
-Conventions (graders differ; these are ours):
+Conventions (graders differ; these are ours). Each bullet's label names a rule that
+``tests/test_verify_families.py`` pins with a case or two:
 
-- Extraction: the last ``\\boxed{}``; in strict mode (DAPO's rule, the training default) nothing else, otherwise
-  the fallbacks of ``nft.verify.extract``. References may be bare, ``$...$``-wrapped or boxed.
-- Formatting never matters: ``$``, ``\\left``/``\\right``, LaTeX spacing, ``\\dfrac``, outer braces, a final
-  period, thousands separators (``10,\\!080``), leading zeros (AIME's ``025``), degree signs (``90^\\circ`` is
-  ``90``), and a unit in ``\\text{}``/``\\mbox{}`` after a value (``5.4 \\text{ cents}`` is ``5.4``): units are
-  ignored, not converted (``10\\text{ cm}`` also matches ``10``), as in MATH's grading.
-- Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, ``4.5e33``, ``4.5\\times10^{33}``) compare as
-  exact rationals: ``0.75`` matches ``\\frac{3}{4}``, ``0.333`` and ``0.333333`` do not match ``\\frac{1}{3}``.
-  Tolerance: when the reference is written as a decimal (Minerva's ``4.5e33``, ``0.49``), the two must agree to
-  half a unit in the last digit of the less precise of the two, and that precision must keep 3 significant digits
-  (or all of the reference's): ``4.49e33`` and ``0.4896`` match, ``3e-6`` does not match ``2.7778e-6`` (math-verify's
-  6-decimal rounding accepts it), nor ``.35626`` ``.35625`` (a relative tolerance of 1e-4, as in Qwen2.5-Math's
-  evaluation, accepts it). OlympiadBench's per-problem ``error`` field is not used.
-- Percent: ``25\\%`` matches ``25\\%``, ``25`` and ``0.25``; a reference ``25`` matches ``25\\%`` but not ``0.25``.
+- Extraction: the last ``\\boxed{}`` (adjacent boxes joined by commas or "and" form one list:
+  ``\\boxed{(1,3)} and \\boxed{(4,0)}``); in strict mode (DAPO's rule, the training default) nothing else.
+- Prose: in lenient mode (``strict=False``: evaluation and ``is_correct``) a response without a box is read by
+  the fallbacks of ``nft.verify.extract``: "Final answer: ...", "Answer: 64", "#### 64", a closing ``$...$``,
+  "So the answer is 17", a short bare answer; a single sentence with one "is" keeps what follows it ("The area is
+  [36]." is ``36``), so "x is 5 or x is 6" is no answer.
+- References: read by the same rules, whatever the mode: the last box, else the text after "the answer is",
+  "result:" and the like ("The answer is 7.0" is ``7.0``), else the whole reference (bare or ``$...$``).
+- Formatting: none of these matters: ``$``, ``\\left``/``\\right``, LaTeX spacing, ``\\dfrac``, outer braces, bold
+  (``\\mathbf``, ``\\textbf``), final punctuation or backslash (``5,``, ``5\\``), thousands separators
+  (``10,\\!080``), leading zeros (AIME's ``025``), subscript braces (``b_{k}`` is ``b_k``), degree signs
+  (``90^\\circ`` is ``90``, never ``\\pi/2``), and the spelling of a relation (``>=``, ``\\ge``, ``\\geq``,
+  ``\\geqslant``; ``\\gt`` is ``>``; ``!=`` and ``\\ne`` are ``\\neq``).
+- Units: a unit or currency after a value, in ``\\text{}``/``\\mbox{}`` or as a bare word of two letters or more
+  (``5.4 \\text{ cents}``, ``12.5 kg``, ``3,75 EUR``, ``30 km/h``), is ignored, not converted (``100 cm`` does not
+  match ``1``), as in MATH's grading; a one-letter word is no unit here (``2 x`` is not ``2``; math-verify
+  still reads a few, ``5 m``).
+- Exact numbers: integers, decimals, ``a/b``, ``\\frac{a}{b}``, ``4.5e33``, ``4.5\\times10^{33}``, ``10^3``
+  compare as exact rationals: ``0.75`` matches ``\\frac{3}{4}``; a numeric expression (``3^2``, ``2+3``) is its
+  value (through sympy).
+- Mixed numbers: ``2 1/3`` and ``2\\frac{1}{3}`` are ``7/3`` (a whole number before a proper fraction, as
+  math-verify reads it), not ``2 \\cdot 1/3``.
+- Decimal tolerance: when the reference is written as a decimal (Minerva's ``4.5e33``, ``0.49``), the two must
+  agree to half a unit in the last digit of the less precise of the two, and that precision must keep 3
+  significant digits (or all of the reference's): ``4.49e33`` and ``0.4896`` match, ``3e-6`` does not match
+  ``2.7778e-6`` (math-verify's 6-decimal rounding accepts it), nor ``.35626`` ``.35625`` (a relative tolerance of
+  1e-4, as in Qwen2.5-Math's evaluation, accepts it). OlympiadBench's per-problem ``error`` field is not used.
+- Float precision: a decimal for an exact reference must be exact, unless it carries a float's precision, 15
+  significant digits or more, and is within one unit of its last digit of the exact value (rounded or truncated:
+  ``0.1428571428571428`` is ``1/7``) or within one part in 10^15 of it (float arithmetic: ``0.30000000000000004``
+  is ``3/10``); ``0.333``, ``0.3333333`` and ``4.666667`` are not ``1/3`` and ``14/3``.
+- Decimal comma: ``3,75`` (one comma, not followed by exactly three digits; ``0,050`` too) is ``3.75`` against a
+  reference that is one number; ``2,000`` is two thousand, ``2,000.50`` is ``2000.5``; ``3, 75`` (with a space)
+  and any comma in a reference (``1,22``: benchmarks write lists so) stay a list.
+- Percent: ``25\\%`` (or "25 percent", "25 pct", "25 percentage") matches ``25\\%``, ``25`` and ``0.25``; a
+  reference ``25`` matches ``25\\%`` but not ``0.25``.
 - Lists: a bare list or ``\\{...\\}`` is a set (order free, as math-verify reads it); ``(...)``/``[...]`` are
   ordered tuples or intervals, and their bracket types must agree (``(3,4]`` is not ``(3,4)``).
 - Equations: ``x = 3`` matches ``3`` and ``3`` matches ``x = 3`` (``y = 2x + 1`` and ``2x + 1`` alike); two
-  assignments to different variables differ (``x = 3`` is not ``y = 3``).
-- Multiple choice: a reference letter A-E (``(B)``, ``\\text{(B)}``) is matched by the same letter in any of
-  those forms, case-insensitively, or by ``(B)`` followed by the option's text; anything else is wrong.
-- Text answers (a reference in ``\\text{}`` such as ``\\text{Evelyn}``) compare as words, case-insensitively.
-- Everything else (radicals, pi, expressions, intervals with expressions, matrices, inequalities) is decided by
-  math-verify's ``verify`` with its defaults (floats rounded to 6 decimals there), after one shortcut: two
-  expressions whose values clearly differ at a generic point are different without ``simplify``.
+  assignments of values to different variables differ (``x = 3`` is not ``y = 3``); other pairs of equations
+  match when they have the same solutions (math-verify solves both: ``3x - 6y + 9 = 0`` is ``y = x/2 + 3/2``,
+  ``x^2 = 4`` is not ``x = 2``).
+- Multiple choice: a reference letter A-E (``(B)``, ``\\text{(B)}``, ``B``, or with the option's text: ``(A)
+  Paris``, ``B Boston``) is matched by the same letter, case-insensitively when alone, also at the head of a
+  phrase (``(B) 12``, ``B. the others fail``, ``A, since B fails``), or by the option's text alone (``Boston``);
+  two letters (``A, B``) and anything else are wrong.
+- Text answers: a reference in ``\\text{}`` (``\\text{Evelyn}``) compares as words, case-insensitively.
+- Symbolic: everything else (radicals, pi, expressions, intervals with expressions, matrices, inequalities) is
+  decided by math-verify's ``verify`` with its defaults (floats rounded to 6 decimals there), after one shortcut:
+  two expressions whose values clearly differ at a generic point are different without ``simplify``.
+  math-verify's string fallback (a piece of text it could not parse) never counts as a match.
 
 Departures from the reference code (NVlabs/NFT ``verifier.py``: math-verify's ``math_metric``, the reference
 wrapped in ``\\boxed{}``, the prediction extracted anywhere in the response by math-verify's LaTeX and expression
 patterns): only the final answer is extracted (the last box, or the named fallbacks), never an intermediate
 result; plain numbers, choices and text answers follow the rules above, not sympy's; math-verify's string fallback
-(a piece of text it could not parse, sometimes truncated) never counts as a match.
+never counts as a match.
 
 Bounds: an extracted answer over ``MAX_ANSWER_CHARS``, or with NUL/control characters or lone surrogates, or
 whose evaluation could explode before any timeout can act (a numeric power tower such as ``9^{9^{9^{9}}}``, an
@@ -58,12 +86,14 @@ from math_verify import LatexExtractionConfig, parse, verify
 from sympy import Expr, Rational, Symbol, UnevaluatedExpr
 from sympy import Number as SympyNumber
 
-from nft.verify.extract import DEFAULT_FALLBACKS, extract_answer, last_boxed
+from nft.verify.extract import DEFAULT_FALLBACKS, extract_answer, extract_reference
 from nft.verify.normalize import (
     Number,
     bracket_partners,
     canonical,
     choice_letter,
+    choice_option,
+    decimal_comma,
     parse_value,
     split_assignment,
     text_answer,
@@ -163,20 +193,20 @@ class Reference:
     variable: str | None  # `x` for `x=3`
     value: object  # a normalize.Number or normalize.Sequence for plain values (of the right-hand side), else None
     choice: str | None
-    words: str | None
+    words: str | None  # a text answer's words; for a choice, its option's words
     symbolic: str  # what math-verify parses: the right-hand side, numbers written exactly
 
 
 @lru_cache(maxsize=4096)
 def read_reference(answer: str) -> Reference | None:
-    """The reference ``answer`` (bare, ``$...$`` or boxed) read once; None when it is empty or unsafe."""
-    boxed = last_boxed(answer)
-    text = canonical(boxed if boxed is not None else answer)
+    """The reference ``answer`` (bare, ``$...$``, boxed or in a sentence) read once; None when empty or unsafe."""
+    text = canonical(extract_reference(answer))
     if not text or unsafe_reason(text):
         return None
     variable, right = split_assignment(text)
     value = parse_value(right)
-    return Reference(text, variable, value, choice_letter(text), text_answer(text, True), _symbolic(right, value))
+    choice, words = choice_option(text) or (None, text_answer(text, True))
+    return Reference(text, variable, value, choice, words, _symbolic(right, value))
 
 
 def _symbolic(text: str, value: object = None) -> str:
@@ -218,14 +248,21 @@ def fast_judgement(
         return Judgement(True)
     if unsafe_reason(predicted):
         return Judgement(False, rejected=True)
-    if reference.choice is not None:
-        return Judgement(choice_letter(predicted, loose=True) == reference.choice)
+    if reference.choice is not None:  # the letter, or else the option's text
+        letter = choice_letter(predicted, loose=True)
+        words = text_answer(predicted, wrapped_only=False) if letter is None else None
+        return Judgement(letter == reference.choice if letter else words is not None and words == reference.words)
     if reference.words is not None:
         return Judgement(text_answer(predicted, wrapped_only=False) == reference.words)
     variable, right = split_assignment(predicted)
-    if variable is not None and reference.variable is not None and variable != reference.variable:
-        return Judgement(False)  # `x = 3` is not `y = 3`; otherwise the variable is dropped (`x = 3` is `3`)
+    if variable != reference.variable and "=" in predicted and "=" in reference.text:
+        # Two equations, not assignments to one variable: same solution set (`3x-6y+9=0`, `y=x/2+3/2`), or, for
+        # assignments of values, different (`x = 3` is not `y = 3`). Otherwise the variable is dropped (`x=3` is `3`).
+        plain = variable is not None and isinstance(reference.value, Number)
+        return Judgement(False) if plain else Judgement(None, _symbolic(predicted), _symbolic(reference.text))
     value = parse_value(right) if reference.value is not None else None
+    if isinstance(reference.value, Number) and not isinstance(value, Number) and ", " not in found:
+        value = decimal_comma(right) or value  # `3,75` against one number is 3.75; `3, 75` stays a list
     verdict = values_equal(value, reference.value) if value is not None else None
     return Judgement(verdict, _symbolic(right), reference.symbolic)
 

@@ -15,21 +15,42 @@ from fractions import Fraction
 MAX_EXPONENT = 400  # 10^400 is far beyond any answer; a bigger exponent is not read as a plain number
 MAX_DEPTH = 3  # lists of lists of lists
 MIN_DIGITS = 3  # a decimal answer must keep this many significant digits (or all of the reference's) to match
+FLOAT_DIGITS = 15  # a decimal with this many significant digits is a float's value: it may stand for a fraction
 
-_UNICODE = str.maketrans({"\u2212": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u03c0": "\\pi ", "\u00b0": ""})
+_UNICODE = str.maketrans(
+    {"\u2212": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u03c0": "\\pi ", "\u00b0": ""}
+    | {"\u2265": "\\geq ", "\u2264": "\\leq ", "\u20ac": "", "\u00a3": "", "\u00a5": ""}  # >= <= euro pound yen
+)
 _DELIMITERS = re.compile(r"\\[()\[\]]|\\?\$")
 _SPACING = re.compile(r"\\[,;:!]|(?<!\\)\\(?=\s)|\\q?quad(?![a-zA-Z])|\\(?:display|text)style(?![a-zA-Z])|~")
 _SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])\.?")
 _FRAC_VARIANTS = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![a-zA-Z])")
-_PERCENT = re.compile(r"\\?%|\\text\{\s*percent\s*\}")
+_PERCENT_WORD = r"(?:per ?cent(?:age)?s?|pct)"
+_PERCENT = re.compile(
+    rf"\\?%|\\(?:text|mbox|mathrm)\{{\s*{_PERCENT_WORD}\s*\}}|(?<=[\d}}])\s*{_PERCENT_WORD}(?![a-zA-Z])"
+)
+_RELATIONS = (  # one spelling per relation: `\geq`, `\leq`, `\neq`, `>`, `<`
+    (re.compile(r">=|\\geq?(?:slant)?(?![a-zA-Z])"), r"\\geq "),
+    (re.compile(r"<=|\\leq?(?:slant)?(?![a-zA-Z])"), r"\\leq "),
+    (re.compile(r"!=|\\neq?(?![a-zA-Z])"), r"\\neq "),
+    (re.compile(r"\\gt(?![a-zA-Z])"), ">"),
+    (re.compile(r"\\lt(?![a-zA-Z])"), "<"),
+)
+_SUBSCRIPT = re.compile(r"_\{([a-zA-Z0-9])\}")  # `b_{k}` is `b_k`
 # A unit in text after a value: `5.4 \text{ cents}`, `15\mbox{ cm}^2`, `\frac{270}7\text{ degrees}`.
-_TEXT_UNIT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm)\s*\{\s*[a-zA-Z][a-zA-Z ./]*\}(?:\^\{?\d\}?)?$")
+_TEXT_UNIT = re.compile(
+    r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm|textnormal)\s*\{\s*[a-zA-Z][a-zA-Z ./]*\}(?:\^\{?\d\}?)?$"
+)
+# A unit or currency as a bare word after a number: `12.5 kg`, `3,75 EUR`, `60 degrees`, `30 km/h` (one letter is a
+# variable, `2 x`; `pi` is a number).
+_WORD_UNIT = re.compile(r"(?<=\d) (?!pi$)(?:[a-zA-Z]{2,}|[a-zA-Z]+(?:/[a-zA-Z]+)+)(?:\^\{?\d\}?)?$")
+_BOLD = re.compile(r"\\(?:mathbf|textbf|boldsymbol|bm)\s*\{")
 _COMMAND_SPACE = re.compile(r"(\\[a-zA-Z]+) +(?![a-zA-Z])")  # LaTeX ignores spaces after a control word
 _INNER_SPACE = re.compile(r"(?<![a-zA-Z0-9]) +| +(?![a-zA-Z0-9])")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{")
 
-_DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+|\d+)"  # thousands separated by commas or spaces, or none
+_DIGITS = r"(?:[1-9]\d{0,2}(?:,\d{3})+|[1-9]\d{0,2}(?: \d{3})+|\d+)"  # thousands separated by commas or spaces, or none
 _DECIMAL = rf"(?:{_DIGITS}(?:\.\d*)?|\.\d+)"
 _EXPONENT = r"(?:[eE](?P<e>[+-]?\d+)|\\(?:times|cdot) ?10\^\{?(?P<p>[+-]?\d+)\}?)"
 _NUMBER = re.compile(rf"(?P<sign>[+-]?)(?P<m>{_DECIMAL}){_EXPONENT}?")
@@ -38,17 +59,28 @@ _FRACTION = re.compile(
     r"(?P<sign>[+-]?)\\frac(?:\{(?P<a>[^{}]+)\}|(?P<a1>\d))(?:\{(?P<b>[^{}]+)\}|(?P<b1>\d))"
     r"|(?P<a2>[^/]+)/(?P<b2>[^/]+)"
 )
+_MIXED = re.compile(  # `2 1/3`, `2\frac{1}{3}`, `2\frac13`: a whole number and a proper fraction
+    r"(?P<sign>[+-]?)(?P<whole>\d+)"
+    r"(?: (?P<a>[1-9]\d*)/(?P<b>\d+)|\\frac(?:\{(?P<a1>[1-9]\d*)\}\{(?P<b1>\d+)\}|(?P<a2>\d)(?P<b2>\d)))"
+)
+_DECIMAL_COMMA = re.compile(r"[+-]?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,}))%?")
 _INFINITY = {"\\infty": 1, "+\\infty": 1, "-\\infty": -1}
 _CHOICE = re.compile(r"\(?([A-Ea-e])\)?")
 _CHOICE_PREFIX = re.compile(r"(?:\\(?:text|textbf|mathrm|mathbf)\{)?\(([A-Ea-e])\)(?!\}?[-+*/^=])")
+# `B.the others fail`, `A,since B fails`, `B Boston` (canonical text): a capital letter, then a mark or the option's
+# capitalised text, and no second letter after it (`A,B` is two choices).
+_CHOICE_LEAD = re.compile(r"\(?([A-E])(?:[.,:)](?![-+*/^=\d])| (?=[A-Z]))(?!\(?[A-E](?![a-zA-Z]))")
+_CHOICE_WORD = re.compile(r"^(?:option|choice) ?", re.IGNORECASE)
+_CHOICE_MARK = re.compile(r"\(?[A-Ea-e]\)?[.,:]? ?")  # what precedes the option's text
 _WORDS = re.compile(r"[A-Za-z][A-Za-z0-9 ,'-]*")
 _ASSIGNMENT = re.compile(r"([a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+)=([^=<>]+)")
 
 
 def canonical(answer: str) -> str:
     """The answer with what never changes its value removed: math delimiters, ``\\left``/``\\right``, LaTeX
-    spacing, degree signs, a ``\\text{}`` unit after a value, redundant spaces, a final period and outer braces.
-    ``\\dfrac`` becomes ``\\frac``; a percent sign stays, as a bare ``%``."""
+    spacing, degree signs, a unit after a value (in ``\\text{}`` or a bare word), redundant spaces, final punctuation
+    or backslash, outer braces and bold. ``\\dfrac`` becomes ``\\frac``, ``b_{k}`` ``b_k``, ``>=`` and ``\\ge``
+    ``\\geq`` (``<=`` and ``\\le`` ``\\leq``, ``\\gt`` ``>``); a percent sign (or word) stays, as a bare ``%``."""
     text = answer.translate(_UNICODE).replace("\n", " ").replace("\t", " ")
     for pattern, replacement in (
         (_DELIMITERS, ""),
@@ -57,13 +89,21 @@ def canonical(answer: str) -> str:
         (_FRAC_VARIANTS, r"\\frac"),
         (_DEGREES, ""),
         (_PERCENT, "%"),
+        (_SUBSCRIPT, r"_\1"),
+        *_RELATIONS,
     ):
         text = pattern.sub(replacement, text)
-    text = _INNER_SPACE.sub("", _COMMAND_SPACE.sub(r"\1", " ".join(text.split())))
-    text = _TEXT_UNIT.sub("", text).rstrip(".")
+    text = _INNER_SPACE.sub("", _COMMAND_SPACE.sub(r"\1", " ".join(text.split()))).rstrip(" .,;\\")
+    text = _TEXT_UNIT.sub("", _WORD_UNIT.sub("", text))
     partners, start, end = bracket_partners(text), 0, len(text) - 1
-    while start < end and text[start] == "{" and partners.get(start) == end:
-        start, end = start + 1, end - 1
+    while start < end:  # outer braces and bold around the whole answer
+        bold = _BOLD.match(text, start, end)
+        if text[start] == "{" and partners.get(start) == end:
+            start, end = start + 1, end - 1
+        elif bold and partners.get(bold.end() - 1) == end:
+            start, end = bold.end(), end - 1
+        else:
+            break
     return text[start : end + 1]
 
 
@@ -102,7 +142,7 @@ class Sequence:
 def parse_number(text: str) -> Number | None:
     """``text`` (canonical) as a plain number, or None. Reads integers (leading zeros, thousands separators),
     decimals, scientific notation (``4.5e33``, ``4.5\\times10^{33}``, ``10^{-5}``), fractions of those
-    (``\\frac{3}{4}``, ``-1./3``), ``\\infty`` and a final ``%``."""
+    (``\\frac{3}{4}``, ``-1./3``), mixed numbers (``2 1/3``, ``2\\frac{1}{3}``), ``\\infty`` and a final ``%``."""
     percent = text.endswith("%")
     text = text.removesuffix("%")
     if text in _INFINITY:
@@ -110,6 +150,11 @@ def parse_number(text: str) -> Number | None:
     plain = _plain_number(text)
     if plain is not None:
         return Number(*plain, percent=percent)
+    mixed = _MIXED.fullmatch(text)
+    if mixed is not None:
+        numerator, denominator = (int(mixed[k] or mixed[k + "1"] or mixed[k + "2"]) for k in "ab")
+        value = int(mixed["whole"]) + Fraction(numerator, denominator) if numerator < denominator else None
+        return None if value is None else Number(-value if mixed["sign"] == "-" else value, percent=percent)
     match = _FRACTION.fullmatch(text)
     if match is None:
         return None
@@ -177,6 +222,12 @@ def _split_top_level(text: str) -> list[str]:
     return [*parts, text[start:]]
 
 
+def decimal_comma(text: str) -> Number | None:
+    """``3,75`` (or ``0,050``) as the decimal 3.75: one comma, not followed by exactly three digits (``2,000`` is two
+    thousand); None otherwise. Only the grader knows when this reading applies (against a single number)."""
+    return parse_number(text.replace(",", ".")) if _DECIMAL_COMMA.fullmatch(text) else None
+
+
 def numbers_equal(predicted: Number, gold: Number) -> bool:
     """Same value, to the precision of a decimal reference; ``%`` on one side only may mean /100."""
     candidates = [(predicted.value, predicted.ulp)]
@@ -184,14 +235,21 @@ def numbers_equal(predicted: Number, gold: Number) -> bool:
         # 25% is 0.25, and "25" answers a question asking for a percentage as well as "25%" does.
         factor = Fraction(1, 100) if predicted.percent else Fraction(100)
         candidates.append((predicted.value * factor, predicted.ulp and predicted.ulp * factor))
-    return any(_close(value, ulp, gold) for value, ulp in candidates)
+    return any(_close(value, ulp, predicted.digits, gold) for value, ulp in candidates)
 
 
-def _close(value: Fraction | float, ulp: Fraction | None, gold: Number) -> bool:
+def _close(value: Fraction | float, ulp: Fraction | None, digits: int, gold: Number) -> bool:
     """Equal; or, when the reference is a decimal, within half a unit of the last digit of the coarser of the two,
-    provided that this coarser precision keeps ``MIN_DIGITS`` significant digits (or all of the reference's)."""
-    if gold.ulp is None or not isinstance(value, Fraction) or not isinstance(gold.value, Fraction):
+    provided that this coarser precision keeps ``MIN_DIGITS`` significant digits (or all of the reference's); or,
+    when the reference is exact, a decimal of ``FLOAT_DIGITS`` or more significant digits (a float's value) within
+    one unit of its last digit (rounded or truncated: ``0.1428571428571428`` is ``1/7``) or one part in 10^15
+    (float arithmetic: ``0.30000000000000004`` is ``3/10``); ``0.333333`` is not ``1/3``."""
+    if not isinstance(value, Fraction) or not isinstance(gold.value, Fraction):
         return value == gold.value
+    if gold.ulp is None:
+        if value == gold.value or ulp is None or digits < FLOAT_DIGITS:
+            return value == gold.value
+        return abs(value - gold.value) < ulp or abs(value - gold.value) * 10**FLOAT_DIGITS <= abs(gold.value)
     unit = max(ulp or 0, gold.ulp)
     if gold.value and unit * 10 ** (min(MIN_DIGITS, gold.digits) - 1) > abs(gold.value):
         return False
@@ -226,11 +284,24 @@ def unwrap_text(text: str) -> str:
 
 
 def choice_letter(text: str, loose: bool = False) -> str | None:
-    """A multiple-choice letter A-E written ``B``, ``(B)`` or ``\\text{(B)}``; ``loose`` also reads ``(B) 12``
-    (the option's text after the letter, but not an operator: ``(B)+1`` is no choice)."""
+    """A multiple-choice letter A-E written ``B``, ``(B)`` or ``\\text{(B)}``; ``loose`` also reads ``option B``
+    and the letter before the option's text or a reason: ``(B) 12``, ``B Boston``, ``B. the others fail``, ``A,
+    since B fails`` (but not before an operator, ``(B)+1``, a digit, ``A.5``, or a second letter, ``A, B``)."""
     inner = unwrap_text(text)
-    match = _CHOICE.fullmatch(inner) or (_CHOICE_PREFIX.match(inner) if loose else None)
+    if loose:  # `option B`, `choice (B)`
+        inner = _CHOICE_WORD.sub("", inner, count=1)
+    loose_match = (_CHOICE_PREFIX.match(inner) or _CHOICE_LEAD.match(inner)) if loose else None
+    match = _CHOICE.fullmatch(inner) or loose_match
     return match.group(1).upper() if match else None
+
+
+def choice_option(text: str) -> tuple[str, str | None] | None:
+    """A reference choice, (letter, the option's words or None): ``E``, ``(A) Paris``, ``B Boston``."""
+    letter = choice_letter(text, loose=True)
+    if letter is None:
+        return None
+    option = _CHOICE_MARK.sub("", unwrap_text(text), count=1)
+    return letter, text_answer(option, wrapped_only=False) if option else None
 
 
 def text_answer(text: str, wrapped_only: bool) -> str | None:
