@@ -350,9 +350,9 @@ def compose(overrides: list[str]) -> DictConfig:
     import nft
 
     with initialize_config_dir(config_dir=str(Path(nft.project_root()) / "conf"), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides)
-        if not any(o.startswith("trainer=") for o in overrides) and cfg.trainer.accelerator == "cpu":
-            # the default trainer: plan FSDP, unless an experiment chose its own GPU trainer (paper_7b_lora: gpu)
+        if any(o.startswith("trainer=") for o in overrides) or _picks_a_gpu_trainer(overrides):
+            cfg = hydra_compose("train", overrides=overrides)
+        else:  # the default trainer (cpu): plan FSDP
             cfg = hydra_compose("train", overrides=["trainer=fsdp", *overrides])
     if not is_fsdp(cfg) and cfg.trainer.accelerator != "gpu":
         raise SystemExit(
@@ -362,6 +362,17 @@ def compose(overrides: list[str]) -> DictConfig:
     if not is_fsdp(cfg) and int(cfg.trainer.devices) != 1:
         raise SystemExit("nft.plan: trainer=gpu plans one GPU (trainer.devices=1); several GPUs: trainer=fsdp")
     return cfg
+
+
+def _picks_a_gpu_trainer(overrides: list[str]) -> bool:
+    """Whether the config as given (an experiment such as paper_7b_lora) already trains on GPUs."""
+    from hydra import compose as hydra_compose
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        return hydra_compose("train", overrides=overrides).trainer.accelerator != "cpu"
+    except ConfigCompositionException:  # e.g. trainer.num_nodes, which only trainer=fsdp has
+        return False
 
 
 def budget(cfg: DictConfig) -> str:
