@@ -85,6 +85,34 @@ def test_the_kl_reference_is_the_base_without_a_second_copy(tokenizer, tiny_mode
     assert not any(layer.disable_adapters for layer in module.model.modules() if hasattr(layer, "lora_A"))
 
 
+def test_vllm_is_pushed_the_merged_weights_and_a_stale_engine_is_named(tiny_model, tokenizer):
+    """Against the recording stand-in of ``vllm.LLM`` (tests/test_vllm.py): the engine gets the base architecture's
+    names with the adapters merged (in bf16), and an engine not told of an update fails the fused-weight check."""
+    from nft.rollout.integrity import check_fingerprints, sync_and_check
+    from nft.rollout.vllm import VLLMGenerator, architecture_name
+
+    from .conftest import PolicyHandle
+    from .test_vllm import RecordingEngine, _stale_check
+
+    plain = copy.deepcopy(tiny_model)
+    model = lora_model(tiny_model)
+    randomize_adapters(model)
+    assert architecture_name(model) == "Qwen2ForCausalLM"  # vLLM's implementation of the base
+    generator = VLLMGenerator(bucket_mb=0.05)
+    engine = generator.llm = RecordingEngine()
+    policy = PolicyHandle(model, tokenizer)
+    assert sync_and_check(generator, policy) == len(generator.fingerprints()[0])
+    assert engine.loaded.keys() == dict(plain.named_parameters()).keys()  # no lora_A/B, no base_layer
+    merged = copy.deepcopy(model).merge_and_unload()
+    for name, param in merged.named_parameters():
+        torch.testing.assert_close(engine.loaded[name].float(), param.detach().bfloat16().float(), msg=name)
+    with torch.no_grad():
+        model.base_model.model.model.layers[1].self_attn.k_proj.lora_B["default"].weight.add_(0.5)  # an update
+    with pytest.raises(WeightSyncError, match=r"model\.layers\.1\.self_attn\.qkv_proj\.weight"):
+        check_fingerprints(*_stale_check(generator, policy))
+    assert sync_and_check(generator, policy) > 0  # synced again: it holds the update
+
+
 # --- training ------------------------------------------------------------------------------------------------------
 def test_under_bf16_mixed_the_base_stays_bfloat16_and_the_adapters_train_in_float32(tokenizer, tiny_model):
     """trainer=gpu's precision, on the CPU: the base arrives in bf16 (model.dtype) and stays so (no float32 master of a
