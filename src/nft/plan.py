@@ -307,6 +307,7 @@ def report(p: Plan) -> str:
         lines.append(_row(f"vLLM share: {p.vllm_fraction:.2f} x GPU; its weights", p.vllm_weights))
     else:
         what = "full weights, KV cache" if p.sharded else "KV cache, sampling logits (the masters' float32)"
+        what = "KV cache, sampling logits (the base's dtype)" if lora and not p.sharded else what
         lines.append(_row(f"transformers: {what}", p.hf_generation))
     warnings = []
     for size in GPU_SIZES_GB:
