@@ -72,6 +72,21 @@ def test_effective_weights_are_peft_own_merge_and_the_base_when_adapters_are_off
     assert [n for n, _ in effective_parameters(model, torch.bfloat16)] == list(effective)
 
 
+def test_the_adapters_start_from_their_seed_and_leave_the_global_generator_alone(tiny_model):
+    def adapters_after(global_seed: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        torch.manual_seed(global_seed)
+        model = lora_model(copy.deepcopy(tiny_model), seed=seed)
+        return [p.detach() for n, p in model.named_parameters() if p.requires_grad], torch.rand(1)
+
+    first, drawn = adapters_after(global_seed=1, seed=0)
+    again, _ = adapters_after(global_seed=2, seed=0)
+    other, _ = adapters_after(global_seed=1, seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+    torch.manual_seed(1)
+    assert torch.equal(drawn, torch.rand(1))  # the run's own random stream did not move
+
+
 def test_the_kl_reference_is_the_base_without_a_second_copy(tokenizer, tiny_model):
     step = toy_step({0: [1, 0, 1, 0], 1: [0, 1, 1, 1]})
     batch = step[0]
