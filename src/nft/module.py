@@ -336,19 +336,25 @@ class PolicyModule(L.LightningModule):
         if "lora_base" in state:
             self._restore_frozen(checkpoint, state["lora_base"])
 
-    def _frozen_fingerprint(self) -> float:
-        """A fingerprint (``nft.rollout.integrity.fingerprint``) of every frozen parameter, summed."""
-        return sum(fingerprint(p) for p in self.parameters() if not p.requires_grad)
+    def _frozen_fingerprint(self) -> dict[str, float]:
+        """The fingerprint (``nft.rollout.integrity.fingerprint``) of each frozen parameter, by name."""
+        return {name: fingerprint(p) for name, p in self.named_parameters() if not p.requires_grad}
 
-    def _restore_frozen(self, checkpoint: dict, base: float) -> None:
+    def _restore_frozen(self, checkpoint: dict, base: dict[str, float]) -> None:
         """An adapters-only checkpoint gets the frozen base this module holds, once it is shown to be the one the
-        adapters were trained on; the strict load that follows still refuses a missing or unexpected adapter."""
+        adapters were trained on; the strict load that follows still refuses a missing or unexpected adapter.
+
+        Fingerprints are compared to 1e-9, relative: their float64 sums may be added up in another order on other
+        hardware, while another base (even one a fine-tuning step of lr 1e-6 away) moves them far more."""
         if not is_lora(self.model):
             raise ValueError("this checkpoint holds LoRA adapters only: resume it with model.lora.enabled=true")
-        if self._frozen_fingerprint() != base:
+        here = self._frozen_fingerprint()
+        differ = [n for n in base if n not in here or not math.isclose(here[n], base[n], rel_tol=1e-9, abs_tol=1e-9)]
+        if differ or here.keys() != base.keys():
+            first = differ[0] if differ else sorted(here.keys() ^ base.keys())[0]
             raise ValueError(
                 "this LoRA checkpoint's adapters were trained on another base model than the one loaded (its frozen "
-                "weights differ): resume with the run's model.path and seed"
+                f"weights differ, first at {first}): resume with the run's model.path and seed"
             )
         trained = trainable_names(self)
         frozen = {k: v for k, v in self.state_dict().items() if k not in trained}
