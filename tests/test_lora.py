@@ -163,6 +163,16 @@ def test_only_the_adapters_train_and_the_optimizer_holds_them_alone(tmp_path):
     assert "train/kl" in run.trainer.callback_metrics
 
 
+@pytest.mark.parametrize("algo", ["rft", "dr_grpo", "dapo"])
+def test_every_algorithm_trains_the_adapters(tmp_path, algo):
+    """(NFT: the tests here; GRPO with its KL: the one above.) The adapters move, the base does not."""
+    run = build(compose_train([*SMALL, f"algo={algo}"], run_dir=tmp_path))
+    before = {n: p.detach().clone() for n, p in run.module.model.named_parameters()}
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    moved = {n for n, p in run.module.model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(".lora_" in n for n in moved) and run.module.skipped_steps == 0
+
+
 def test_the_generator_samples_the_current_adapters(tmp_path):
     """The same prompts and seeds give the same answers unless the weights changed: after one update they differ."""
     run = build(compose_train([*SMALL, "trainer.max_epochs=1"], run_dir=tmp_path))
