@@ -257,7 +257,8 @@ def test_the_command_line_trains_with_lora(tmp_path):
 # --- FSDP ------------------------------------------------------------------------------------------------------------
 def test_two_ranks_with_lora_train_like_one_process(tmp_path):
     """As tests/test_fsdp.py for full weights: ``trainer=fsdp`` over 2 gloo ranks (the adapters sharded with their
-    layers, like every other parameter) takes the one-process run's steps, and exports the same merged model."""
+    layers, like every other parameter) takes the one-process run's steps, resumes from its sharded checkpoint and
+    exports the same merged model."""
     from .test_fsdp import TOY_RUN, TWO_RANKS, logged_steps, run_script
 
     # The KL reference (adapters off) too. At lr 3e-3 GRPO's gradient norm here reaches 57 by step 2 and rounding
@@ -270,6 +271,15 @@ def test_two_ranks_with_lora_train_like_one_process(tmp_path):
     for step in expected:
         assert got[step]["train/loss"] == pytest.approx(expected[step]["train/loss"], rel=1e-4, abs=1e-7), step
         assert got[step]["train/grad_norm"] == pytest.approx(expected[step]["train/grad_norm"], rel=1e-3), step
+    # Resumed from the sharded checkpoint of the first epoch (it keeps the frozen base too: nft.module), the second
+    # epoch's steps are the uninterrupted run's.
+    [first_epoch] = sorted((tmp_path / "two" / "checkpoints").glob("epoch=0-*.ckpt"))
+    resumed = tmp_path / "resumed"
+    run_script(["src/train.py", *TWO_RANKS, *run, f'ckpt_path="{first_epoch}"', f"hydra.run.dir={resumed}"])
+    again = logged_steps(resumed)
+    assert sorted(again) == [step for step in sorted(got) if step >= min(again)] and len(again) >= 2
+    for step, values in again.items():
+        assert values == pytest.approx(got[step], rel=1e-5, abs=1e-8), step
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "export")
     reference = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "export")
     for (name, p), (_, q) in zip(exported.named_parameters(), reference.named_parameters(), strict=True):
