@@ -7,7 +7,8 @@ SIGKILL on every rank once the n-th sharded checkpoint's shards are written, bef
 
 Rollout engines that are deliberately not faithful, as a separate engine can fail (the real transformers sampling loop
 over a copy of the policy): ``Bfloat16Generator`` samples with a bfloat16 copy of the float32 trainer (its log-probs
-differ, as vLLM's do); ``SkippingGenerator`` holds its own copy and skips every other sync (a stale engine).
+differ, as vLLM's do); ``SkippingGenerator`` holds its own copy and skips every other sync (a stale engine);
+``StaleMergeGenerator`` merges a LoRA policy's adapters into a plain copy at the first sync and keeps it.
 """
 
 from __future__ import annotations
@@ -125,3 +126,12 @@ class Bfloat16Generator(CopyingGenerator):
 class SkippingGenerator(CopyingGenerator):
     def skips(self) -> bool:
         return self.syncs % 2 == 0  # syncs 2, 4, ... do nothing
+
+
+class StaleMergeGenerator(HFGenerator):
+    """A LoRA engine with the classic bug: the policy is merged into a plain copy at the first sync and never again."""
+
+    def sync(self, policy) -> None:
+        if self.model is None:
+            merged = copy.deepcopy(policy.model).merge_and_unload()
+            super().sync(SimpleNamespace(model=merged, tokenizer=policy.tokenizer))

@@ -112,3 +112,20 @@ def test_the_planner_answers_a_config_it_does_not_plan_with_a_message():
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "nft.plan plans GPU runs: trainer=fsdp" in result.stderr
+
+
+def test_lora_plan_by_hand():
+    p = plan(compose(["experiment=paper_7b_lora"]))  # one GPU (trainer=gpu), rank 64 on the seven linear layers
+    assert not p.sharded and p.ranks == 1
+    # per layer 64 x (q 2*3584 + k, v 2*(3584+512) + o 2*3584 + gate, up 2*(3584+18944) + down 18944+3584)
+    # = 64 x 90,112 = 5,767,168; M = 28 x 5,767,168 = 161,480,704
+    assert p.lora_parameters == 161_480_704
+    assert p.parameters == 2 * 7_615_616_512 + 4 * 161_480_704  # the frozen base in bf16, the adapters in float32
+    assert (p.gradients, p.optimizer) == (4 * 161_480_704, 8 * 161_480_704)
+    full = plan(compose(["experiment=paper_7b_lora", "model.lora.enabled=false"]))  # float32 masters, one GPU
+    assert p.peak(80 * GB) <= 80 * GB < full.peak(80 * GB)
+    sharded = plan(compose(["model=qwen7b", "model.lora.enabled=true", "trainer.devices=8"]))  # FSDP: float32 shards
+    m = 28 * 16 * 90_112
+    assert (sharded.parameters, sharded.optimizer) == ((4 * 7_615_616_512 + 4 * m) // 8, 8 * m // 8)
+    with pytest.raises(ValueError, match="lm_head"):
+        plan(compose(["model=qwen7b", "model.lora.enabled=true", "model.lora.target_modules=[lm_head]"]))

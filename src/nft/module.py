@@ -9,6 +9,12 @@ Under Lightning's ``ModelParallelStrategy`` (``trainer=fsdp``), ``configure_mode
 step's totals over all ranks and gradients are summed across ranks, so the update equals the one-process update.
 Ranks run the same number of micro-batches per step (the data module pads with empty ones, which count for nothing),
 because every forward and backward of a sharded model is a collective.
+
+LoRA (``model.lora``, ``nft.lora``): the policy is a ``peft`` model whose adapters alone require gradients; the
+optimizer holds only them, the KL reference is the same model with its adapters disabled (no second copy), and a
+single-process checkpoint holds only the trained parameters with a fingerprint of the frozen base, which resume
+checks before putting the adapters back on it. Departure: under FSDP a (sharded) checkpoint keeps the frozen base too,
+because Lightning's sharded loader reads the whole module state dict; the optimizer state is the adapters' only.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from nft.algorithms import OPTIONAL_INPUTS
 from nft.checkpoint import rng_states, set_rng_states
 from nft.data.batching import is_padding
 from nft.distributed import all_reduce_sum, is_sharded, load_from_rank0, shard_model
+from nft.lora import is_lora, trainable_names
 from nft.report import EpochReport
 from nft.rollout.integrity import (
     MISMATCH_FIELDS,
     RolloutMismatchError,
+    fingerprint,
     mismatch_metrics,
     mismatch_sums,
     reduce_mismatch,
@@ -53,7 +61,8 @@ class PolicyModule(L.LightningModule):
     tokenizer: its tokenizer.
     algorithm: an object with ``loss(logp, old_logp, mask, correct, correct_rate, **inputs) -> (loss, metrics)``;
         the batch's ``nft.algorithms.OPTIONAL_INPUTS`` are passed as keywords. If it ``needs_reference``, a frozen
-        copy of the initial policy is kept and its log-probs passed as ``ref_logp``; otherwise none is built.
+        copy of the initial policy is kept and its log-probs passed as ``ref_logp``; otherwise none is built. A LoRA
+        policy's reference is itself with the adapters disabled: its base, which is the initial policy.
     lr, weight_decay, betas: AdamW settings.
     warmup_steps, warmup_unit: a linear warm-up over ``warmup_steps`` optimizer steps (``step``) or policy
         iterations (``iteration``: the scheduler steps once per epoch, as the reference's steps once per actor
@@ -104,7 +113,7 @@ class PolicyModule(L.LightningModule):
         self.tokenizer = tokenizer
         self.algorithm = algorithm
         self.reference_model = None
-        if getattr(algorithm, "needs_reference", False):  # a submodule, so checkpoints keep it and resume exactly
+        if getattr(algorithm, "needs_reference", False) and not is_lora(model):  # a submodule: checkpoints keep it
             self.reference_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
@@ -142,11 +151,16 @@ class PolicyModule(L.LightningModule):
     def configure_model(self) -> None:
         """Activation checkpointing if asked; FSDP2 under ``ModelParallelStrategy`` (which provides the device mesh,
         and keeps the shards in float32); in one process under a mixed precision (``trainer=gpu``: bf16-mixed), the
-        policy in float32, so that AdamW updates float32 master weights while autocast computes in bf16."""
+        policy in float32, so that AdamW updates float32 master weights while autocast computes in bf16 (a LoRA policy:
+        its adapters in float32, its frozen base in the dtype it was loaded in)."""
         if self.hparams.activation_checkpointing and not self.model.is_gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.device_mesh is None:
-            if "mixed" in str(self.trainer.precision):
+            if "mixed" in str(self.trainer.precision) and is_lora(self.model):
+                for param in self.model.parameters():  # the frozen base keeps its dtype (bf16): no master copy
+                    if param.requires_grad:
+                        param.data = param.data.float()
+            elif "mixed" in str(self.trainer.precision):
                 self.model.to(torch.float32)
             return
         if is_sharded(self.model):
@@ -214,12 +228,19 @@ class PolicyModule(L.LightningModule):
             mismatch[-1:] = torch.maximum(mismatch[-1:], sums[-1:])
         old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()
         inputs = {name: batch[name] for name in OPTIONAL_INPUTS if name in batch}
-        if self.reference_model is not None:
-            with torch.no_grad():
-                inputs["ref_logp"] = self.response_logprobs(batch, self.reference_model)
+        if getattr(self.algorithm, "needs_reference", False):
+            inputs["ref_logp"] = self.reference_logprobs(batch)
         return self.algorithm.loss(
             logp, old_logp, batch["response_mask"], batch["correct"], batch["correct_rate"], **inputs
         )
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Log-probs under the KL reference: the frozen initial copy, or a LoRA policy without its adapters."""
+        if self.reference_model is not None:
+            return self.response_logprobs(batch, self.reference_model)
+        with self.model.disable_adapter():  # peft: the base layers alone, the very initial policy
+            return self.response_logprobs(batch)
 
     def _check_mismatch(self, sums: torch.Tensor) -> None:
         """Report the epoch's engine-trainer gap; warn above ``mismatch_warn_kl``, stop above ``mismatch_stop_kl``
@@ -275,7 +296,7 @@ class PolicyModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(
-            self.trainer.model.parameters(),
+            [p for p in self.trainer.model.parameters() if p.requires_grad],  # a LoRA policy's adapters only
             lr=self.hparams.lr,
             betas=tuple(self.hparams.betas),
             weight_decay=self.hparams.weight_decay,
@@ -299,6 +320,10 @@ class PolicyModule(L.LightningModule):
             "skipped_in_a_row": self.skipped_in_a_row,
             "rng": rng_states(),  # nothing here draws from them today; a resumed run must not depend on that
         }
+        if is_lora(self.model) and not is_sharded(self.model):  # what is trained, and which base it was trained on
+            trained = trainable_names(self)
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+            checkpoint["nft"]["lora_base"] = self._frozen_fingerprint()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "nft" not in checkpoint:
@@ -308,6 +333,32 @@ class PolicyModule(L.LightningModule):
         state = checkpoint["nft"]
         self.skipped_steps, self.skipped_in_a_row = state["skipped_steps"], state["skipped_in_a_row"]
         set_rng_states(state["rng"])
+        if "lora_base" in state:
+            self._restore_frozen(checkpoint, state["lora_base"])
+
+    def _frozen_fingerprint(self) -> dict[str, float]:
+        """The fingerprint (``nft.rollout.integrity.fingerprint``) of each frozen parameter, by name."""
+        return {name: fingerprint(p) for name, p in self.named_parameters() if not p.requires_grad}
+
+    def _restore_frozen(self, checkpoint: dict, base: dict[str, float]) -> None:
+        """An adapters-only checkpoint gets the frozen base this module holds, once it is shown to be the one the
+        adapters were trained on; the strict load that follows still refuses a missing or unexpected adapter.
+
+        Fingerprints are compared to 1e-9, relative: their float64 sums may be added up in another order on other
+        hardware, while another base (even one a fine-tuning step of lr 1e-6 away) moves them far more."""
+        if not is_lora(self.model):
+            raise ValueError("this checkpoint holds LoRA adapters only: resume it with model.lora.enabled=true")
+        here = self._frozen_fingerprint()
+        differ = [n for n in base if n not in here or not math.isclose(here[n], base[n], rel_tol=1e-9, abs_tol=1e-9)]
+        if differ or here.keys() != base.keys():
+            first = differ[0] if differ else sorted(here.keys() ^ base.keys())[0]
+            raise ValueError(
+                "this LoRA checkpoint's adapters were trained on another base model than the one loaded (its frozen "
+                f"weights differ, first at {first}): resume with the run's model.path and seed"
+            )
+        trained = trainable_names(self)
+        frozen = {k: v for k, v in self.state_dict().items() if k not in trained}
+        checkpoint["state_dict"] = {**frozen, **checkpoint["state_dict"]}
 
     # --- epochs -------------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:

@@ -96,9 +96,10 @@ def build(cfg: DictConfig) -> Run:
     _keep_earlier_logs(loggers or [])
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
     log.info(
-        "policy: %s (%.1fM parameters); algorithm: %r",
+        "policy: %s (%.1fM parameters, %.2fM trained); algorithm: %r",
         type(policy.model).__name__,
         sum(p.numel() for p in policy.model.parameters()) / 1e6,
+        sum(p.numel() for p in policy.model.parameters() if p.requires_grad) / 1e6,
         algorithm,
     )
     return Run(trainer, module, datamodule, generator, report)

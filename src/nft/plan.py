@@ -5,7 +5,8 @@ bf16 compute under autocast, the same terms with ``W = 1``, nothing gathered, an
 themselves, so the KV cache is float32 too: ``rollout.backend.kv_cache_gb`` bounds it). ``check_fits`` refuses a run
 that cannot fit, naming the settings to change (``nft.pipeline`` calls it on a GPU before loading the model).
 
-Nothing is loaded: the config is composed as ``src/train.py`` would (with ``trainer=fsdp`` unless a trainer is given)
+Nothing is loaded: the config is composed as ``src/train.py`` would (with ``trainer=fsdp`` unless a trainer is given
+or an experiment picks a GPU one)
 and the architecture comes from ``model.path/config.json`` when that is a local folder, else from ``KNOWN`` (the
 models of ``conf/model``), else from ``model.architecture`` (the tiny model). With ``N`` parameters (``N_layer`` per
 decoder layer, ``N_root`` in embeddings, head and final norm), ``W = trainer.devices x trainer.num_nodes`` ranks,
@@ -24,6 +25,18 @@ tokens per forward, of which ``R = T x response / (prompt + response)`` are resp
                      q, rotated q, attention and projection outputs; k, v, rotated k; MLP gate, up, act, product)
     logits           R V (b + 8)   the response positions' logits, their float32 copy and its gradient
     overhead         2 GB           CUDA context, communication buffers, allocator slack
+
+With LoRA (``model.lora.enabled``; ``M`` adapter parameters: ``rank x (in + out)`` for each ``target_modules``
+linear layer of each decoder layer) only the adapters have gradients and optimizer state, in float32:
+
+    parameters       B N + 4 M      the frozen base in its loading dtype (``model.dtype``, B bytes: bfloat16 = 2) on
+                     (4 N + 4 M) / W  one GPU; under FSDP the shards are float32 whatever is trained (shard_model)
+    gradients        4 M / W
+    optimizer        8 M / W
+    gathered         b (N_root + 2 N_layer) + 4 M_layer    (a layer's adapter gradient, not the layer's)
+
+and on one GPU the transformers rollout's KV cache is in the base's dtype. Activations and logits are those of full
+fine-tuning: the backward still runs through every layer (to the adapters of the layers below).
 
 Generation keeps parameters and optimizer state resident (gradients are freed after each step) and adds, for
 ``rollout=vllm``, the engine's ``gpu_memory_utilization`` x GPU memory (its weights ``2 N / tensor_parallel_size`` and
@@ -76,6 +89,23 @@ class Architecture:
     def parameters(self) -> int:
         return self.num_hidden_layers * self.layer_parameters + self.root_parameters
 
+    def lora_layer_parameters(self, rank: int, target_modules) -> int:
+        """LoRA's A and B in one decoder layer: ``rank x (in + out)`` for each adapted linear layer."""
+        h, kv, inner = self.hidden_size, self.kv_width, self.intermediate_size
+        shapes = {
+            "q_proj": (h, h),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (h, h),
+            "gate_proj": (h, inner),
+            "up_proj": (h, inner),
+            "down_proj": (inner, h),
+        }
+        unknown = sorted(set(target_modules) - set(shapes))
+        if unknown:
+            raise ValueError(f"model.lora.target_modules: nft.plan knows {sorted(shapes)}, not {unknown}")
+        return sum(rank * sum(shapes[name]) for name in target_modules)
+
 
 KNOWN = {  # from each model's config.json on the hub
     "Qwen/Qwen2.5-0.5B": Architecture(896, 4864, 24, 14, 2, 151936, True),
@@ -109,6 +139,7 @@ class Plan:
     vllm_fraction: float  # vLLM: its share of each GPU
     vllm_weights: int
     hf_generation: int  # hf: gathered weights + KV cache + sampling logits
+    lora_parameters: int = 0  # M: the adapters' parameters (0: full fine-tuning)
 
     @property
     def ranks(self) -> int:
@@ -181,6 +212,13 @@ def plan(cfg: DictConfig) -> Plan:
     nodes, devices = int(cfg.trainer.get("num_nodes", 1)), int(cfg.trainer.devices)
     ranks = nodes * devices
     n, n_layer, n_root = arch.parameters, arch.layer_parameters, arch.root_parameters
+    lora = cfg.model.get("lora")
+    lora_layer = 0
+    if lora is not None and lora.enabled:
+        lora_layer = arch.lora_layer_parameters(int(lora.rank), list(lora.target_modules))
+    m = arch.num_hidden_layers * lora_layer
+    base_bytes = DTYPE_BYTES.get(str(cfg.model.get("dtype") or "float32"), 4) if m and not sharded else 4
+    trained = m if m else n
     h, layers = arch.hidden_size, arch.num_hidden_layers
     prompt, response = int(cfg.model.max_prompt_tokens), int(cfg.model.max_response_tokens)
     tokens = max(int(cfg.data.micro_batch_tokens), prompt + response)
@@ -189,7 +227,7 @@ def plan(cfg: DictConfig) -> Plan:
     backend = cfg.rollout.backend
     rollout = "vllm" if str(backend._target_).endswith("VLLMGenerator") else "hf"
     rows = 0 if rollout == "vllm" else int(backend.max_batch_rows)
-    weight_bytes = b if sharded else 4  # generation reads the gathered bf16 weights, or the float32 masters
+    weight_bytes = b if sharded else base_bytes  # the gathered bf16 weights, the float32 masters or a LoRA base
     kv_cache = rows * (prompt + response) * 2 * layers * arch.kv_width * weight_bytes
     if rollout == "hf" and backend.get("kv_cache_gb") is not None:
         kv_cache = min(kv_cache, int(float(backend.kv_cache_gb) * 1e9))
@@ -203,10 +241,10 @@ def plan(cfg: DictConfig) -> Plan:
         checkpointing=bool(cfg.activation_checkpointing),
         tokens=tokens,
         response_tokens=response_tokens,
-        parameters=4 * n // ranks,
-        gradients=4 * n // ranks,
-        optimizer=8 * n // ranks,
-        gathered=b * (n_root + 2 * n_layer) + 4 * n_layer if sharded else 0,
+        parameters=(base_bytes * n + 4 * m) // ranks,
+        gradients=4 * trained // ranks,
+        optimizer=8 * trained // ranks,
+        gathered=b * (n_root + 2 * n_layer) + 4 * (lora_layer if m else n_layer) if sharded else 0,
         activations_checkpointed=layers * tokens * h * b + tokens * per_token_layer * b,
         activations_full=layers * tokens * per_token_layer * b,
         logits=response_tokens * arch.vocab_size * (b + 8),
@@ -214,6 +252,7 @@ def plan(cfg: DictConfig) -> Plan:
         vllm_fraction=float(backend.gpu_memory_utilization) if rollout == "vllm" else 0.0,
         vllm_weights=2 * n // int(backend.tensor_parallel_size) if rollout == "vllm" else 0,
         hf_generation=(b * n if sharded else 0) + kv_cache + rows * arch.vocab_size * 12,
+        lora_parameters=m,
     )
 
 
@@ -248,13 +287,14 @@ def report(p: Plan) -> str:
     """The plan as the lines ``python -m nft.plan`` prints."""
     a = p.architecture
     count = f"{a.parameters / 1e9:.2f}B" if a.parameters >= 1e9 else f"{a.parameters / 1e6:.2f}M"
+    lora = p.lora_parameters > 0
     lines = [
         f"{p.model}: {count} parameters ({a.num_hidden_layers} layers, hidden {a.hidden_size}, vocab "
         f"{a.vocab_size}) on {p.nodes} node(s) x {p.devices} GPUs = {p.ranks} ranks. Per GPU:",
-        "training (FSDP2, float32 master weights)" if p.sharded else "training (one GPU: float32 masters, bf16 math)",
-        _row("parameters (float32" + (" shard)" if p.sharded else ")"), p.parameters),
-        _row("gradients (float32" + (" shard)" if p.sharded else ")"), p.gradients),
-        _row("optimizer state (AdamW, float32)", p.optimizer),
+        _training_title(p),
+        _row(_parameters_label(p), p.parameters),
+        _row("gradients (float32" + (" shard" if p.sharded else "") + (", adapters)" if lora else ")"), p.gradients),
+        _row("optimizer state (AdamW, float32" + (", adapters)" if lora else ")"), p.optimizer),
         *([_row("gathered weights, a layer's gradient", p.gathered)] if p.sharded else []),
         _row(f"activations, {p.tokens} tokens, checkpointing", p.activations_checkpointed, _used(p.checkpointing)),
         _row(f"activations, {p.tokens} tokens, no checkpointing", p.activations_full, _used(not p.checkpointing)),
@@ -267,6 +307,7 @@ def report(p: Plan) -> str:
         lines.append(_row(f"vLLM share: {p.vllm_fraction:.2f} x GPU; its weights", p.vllm_weights))
     else:
         what = "full weights, KV cache" if p.sharded else "KV cache, sampling logits (the masters' float32)"
+        what = "KV cache, sampling logits (the base's dtype)" if lora and not p.sharded else what
         lines.append(_row(f"transformers: {what}", p.hf_generation))
     warnings = []
     for size in GPU_SIZES_GB:
@@ -279,6 +320,20 @@ def report(p: Plan) -> str:
     if warnings:
         warnings.append(advice(p))
     return "\n".join(lines + warnings)
+
+
+def _training_title(p: Plan) -> str:
+    if p.lora_parameters:
+        adapters = f"{p.lora_parameters / 1e6:.1f}M"
+        where = "FSDP2" if p.sharded else "one GPU, bf16 math"
+        return f"training (LoRA: {adapters} adapter parameters train in float32, the base is frozen; {where})"
+    return "training (FSDP2, float32 master weights)" if p.sharded else "training (one GPU: float32 masters, bf16 math)"
+
+
+def _parameters_label(p: Plan) -> str:
+    if p.lora_parameters:
+        return "parameters (frozen base + adapters" + (", float32 shards)" if p.sharded else ")")
+    return "parameters (float32" + (" shard)" if p.sharded else ")")
 
 
 def _used(used: bool) -> str:
@@ -295,10 +350,11 @@ def compose(overrides: list[str]) -> DictConfig:
 
     import nft
 
-    if not any(o.startswith("trainer=") for o in overrides):
-        overrides = ["trainer=fsdp", *overrides]
     with initialize_config_dir(config_dir=str(Path(nft.project_root()) / "conf"), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides)
+        if any(o.startswith("trainer=") for o in overrides) or _picks_a_gpu_trainer(overrides):
+            cfg = hydra_compose("train", overrides=overrides)
+        else:  # the default trainer (cpu): plan FSDP
+            cfg = hydra_compose("train", overrides=["trainer=fsdp", *overrides])
     if not is_fsdp(cfg) and cfg.trainer.accelerator != "gpu":
         raise SystemExit(
             f"nft.plan plans GPU runs: trainer=fsdp (FSDP2 over several GPUs) or trainer=gpu (one GPU); this config "
@@ -307,6 +363,17 @@ def compose(overrides: list[str]) -> DictConfig:
     if not is_fsdp(cfg) and int(cfg.trainer.devices) != 1:
         raise SystemExit("nft.plan: trainer=gpu plans one GPU (trainer.devices=1); several GPUs: trainer=fsdp")
     return cfg
+
+
+def _picks_a_gpu_trainer(overrides: list[str]) -> bool:
+    """Whether the config as given (an experiment such as paper_7b_lora) already trains on GPUs."""
+    from hydra import compose as hydra_compose
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        return hydra_compose("train", overrides=overrides).trainer.accelerator != "cpu"
+    except ConfigCompositionException:  # e.g. trainer.num_nodes, which only trainer=fsdp has
+        return False
 
 
 def budget(cfg: DictConfig) -> str:

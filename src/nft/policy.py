@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nft.lora import apply_lora
+
 
 @dataclass
 class Policy:
@@ -31,9 +33,11 @@ def pretrained_policy(
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     on_meta_device: bool = False,
+    lora: dict | None = None,
 ) -> Policy:
     """A causal LM and its tokenizer from a hub name or a local folder, in train mode, tokenizer padding left.
 
+    ``lora``: ``nft.lora.apply_lora`` settings (``model.lora``); enabled, the model comes back with adapters.
     ``on_meta_device``: the architecture only, no weights read (the ranks of a sharded run other than rank 0, which
     get their shards from rank 0's copy: ``nft.module.PolicyModule.configure_model``).
     """
@@ -56,4 +60,4 @@ def pretrained_policy(
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, **settings)
     model.train()  # from_pretrained returns eval mode
     check_context(model, max_prompt_tokens, max_response_tokens)
-    return Policy(model, tokenizer)
+    return Policy(apply_lora(model, **(lora or {})), tokenizer)

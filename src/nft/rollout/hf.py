@@ -7,8 +7,10 @@ and stop paying for rows that have finished.
 Sampling is by inverse CDF from a counter-based random stream per answer (a hash of the prompt's seed, the answer's
 index and the step) rather than a shared ``torch.Generator``: an answer then depends only on its prompt's seed and
 the weights, not on which other prompts share its batch or its rank, so one process and several ranks sample the same
-answers. Under FSDP the full weights are gathered once per ``generate`` call (``nft.distributed.gathered_parameters``):
-decoding runs no collective, so ranks with different prompts and answer lengths never wait on each other.
+answers. A LoRA policy samples with its current adapters, since it is the training model itself (and the weight-sync
+fingerprint compares its effective, merged weights with the trainer's). Under FSDP the full weights are gathered once
+per ``generate`` call (``nft.distributed.gathered_parameters``): decoding runs no collective, so ranks with different
+prompts and answer lengths never wait on each other.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from nft.distributed import full_parameters, gathered_parameters
+from nft.distributed import gathered_parameters
+from nft.lora import effective_parameters
 from nft.rollout.attention import grouped_decoding, preallocated_cache
 from nft.rollout.base import Completion, SamplingParams, prompt_seeds, stop_token_ids
 from nft.rollout.integrity import fingerprints
@@ -114,8 +117,9 @@ class HFGenerator:
         """Nothing to free: the weights are the training model's."""
 
     def fingerprints(self) -> tuple[dict, dict]:
-        """The fingerprints of the weights it samples with (``nft.rollout.integrity``), and no fused names."""
-        return fingerprints(full_parameters(self.model)), {}
+        """The fingerprints of the weights it samples with (``nft.rollout.integrity``), and no fused names: a LoRA
+        policy's effective weights, with the adapters as its layers apply them now (``nft.lora``)."""
+        return fingerprints(effective_parameters(self.model)), {}
 
     def close(self) -> None:
         """Nothing to end."""

@@ -6,7 +6,9 @@ partial sync stops the run with ``WeightSyncError``, naming the first tensor tha
 is its position-weighted sum, ``sum_i t_i * (1 + i mod 1021)``, taken in float32 chunks and added up in float64: it
 reads every element (a change anywhere shows; a sample of elements would miss the few bf16 values that an update of
 lr 1e-6 moves), costs about one pass over the weights, and both sides compute it with the same kernel on the same
-bits, so a faithful sync matches exactly. Engines that fuse projections (vLLM's ``qkv_proj``, ``gate_up_proj``) name
+bits, so a faithful sync matches exactly. A LoRA policy's weights are its effective ones, adapters merged
+(``nft.lora.effective_parameters``): an engine that samples the base, or adapters of an earlier epoch, differs from
+the trainer from the first update on. Engines that fuse projections (vLLM's ``qkv_proj``, ``gate_up_proj``) name
 their parts (``fused``); the trainer's side concatenates them. Tensors whose shapes differ (sharded by the engine's
 tensor parallelism, or padded) are not compared; a sync with nothing in common is an error too.
 
@@ -23,7 +25,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from nft.distributed import all_reduce_max, all_reduce_sum, full_parameters
+from nft.distributed import all_reduce_max, all_reduce_sum
+from nft.lora import effective_parameters
 from nft.rollout.weights import checkpoint_name
 
 CHUNK = 1 << 24  # elements per fingerprint chunk: bounds the temporary to 64 MiB of float32
@@ -73,8 +76,7 @@ def trainer_fingerprints(
     needed = set(wanted) | {part for parts in parts_of.values() for part in parts}
     tensors: dict[str, torch.Tensor] = {}
     out = {}
-    for raw_name, tensor in full_parameters(model, dtype):  # a collective under FSDP: every weight, in order
-        name = checkpoint_name(raw_name)
+    for name, tensor in effective_parameters(model, dtype):  # a collective under FSDP: every weight, in order
         if name not in needed:
             continue
         tensors[name] = tensor.to(dtype) if dtype is not None else tensor

@@ -15,6 +15,12 @@ the run in sleep mode around training:
 
 ``reload_weights`` is never called: it would re-read the original checkpoint from disk and undo training.
 
+A LoRA policy (``model.lora``) is pushed as its merged weights, ``W + (alpha / rank) B A`` for each adapted layer
+(``nft.lora.effective_parameters``), rather than as a vLLM LoRA request: the engine then runs the base architecture
+unchanged, every sync is the same full push the fingerprint checks, and the sampled log-probs are those of the merged
+policy, which the trainer computes (vLLM's LoRA kernels add the adapter's product in the engine's dtype; the cost is a
+full sync per epoch instead of the adapters' few MB).
+
 Behaviour log-probs are vLLM's ``processed_logprobs``: after temperature, and after top-k/top-p renormalisation when
 those are on. With the training defaults (top_p 1, top_k 0) they are the transformers backend's log-probs
 ``log softmax(logits / temperature)``; with truncation on they differ from it (the trainer recomputes ``old_logp``
@@ -33,7 +39,8 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from nft.distributed import DTYPES, full_parameters
+from nft.distributed import DTYPES
+from nft.lora import base_model, effective_parameters
 from nft.rollout.base import Completion, SamplingParams, prompt_seeds, stop_token_ids
 from nft.rollout.integrity import fingerprints
 from nft.rollout.weights import weight_buckets
@@ -53,6 +60,7 @@ def architecture_name(model) -> str:
     """The transformers class of ``model``, which names its vLLM implementation (FSDP2 subclasses it as FSDP<name>)."""
     from torch.distributed.fsdp import FSDPModule
 
+    model = base_model(model)  # a LoRA policy's transformers model
     return next(cls.__name__ for cls in type(model).__mro__ if not issubclass(cls, FSDPModule))
 
 
@@ -129,7 +137,7 @@ class VLLMGenerator:
             self.llm = self._start(model)
         if self.asleep:
             self.llm.wake_up(tags=["weights"])
-        for bucket in weight_buckets(full_parameters(model, DTYPES[self.dtype]), self.bucket_bytes):
+        for bucket in weight_buckets(effective_parameters(model, DTYPES[self.dtype]), self.bucket_bytes):
             self.llm.apply_model(lambda engine_model, bucket=bucket: engine_model.load_weights(bucket))
         if self.asleep:
             self.llm.wake_up(tags=["kv_cache"])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nft.data.problems import load_problems
 from nft.data.prompts import PromptTemplate
+from nft.lora import apply_lora
 from nft.policy import Policy, check_context, pretrained_policy
 from nft.toy.model import build_tiny_model, build_tokenizer
 from nft.toy.task import make_problems, write_toy_data
@@ -32,16 +33,20 @@ def tiny_policy(
     max_prompt_tokens: int = 64,
     max_response_tokens: int = 32,
     on_meta_device: bool = False,
+    lora: dict | None = None,
 ) -> Policy:
     """The tiny policy: from ``path`` if given, else built from ``seed`` and warmed up on ``train_path``.
     ``on_meta_device`` applies to a saved model (``path`` or the cache; see ``nft.policy.pretrained_policy``).
+    ``lora``: adapters on the warmed-up (or loaded) model (``nft.lora.apply_lora``).
 
     The warmed-up model is cached in ``cache_dir`` under a key of every setting that shapes it and of the toy
     package's source, written atomically, so runs and tests that share settings warm up once and a model warmed up
     by older code is never reused.
     """
     if path is not None:
-        return pretrained_policy(path, "float32", max_prompt_tokens, max_response_tokens, on_meta_device=on_meta_device)
+        return pretrained_policy(
+            path, "float32", max_prompt_tokens, max_response_tokens, on_meta_device=on_meta_device, lora=lora
+        )
     architecture, warmup = dict(architecture or {}), dict(warmup or {})
     key = json.dumps(
         {
@@ -58,7 +63,7 @@ def tiny_policy(
     if folder is not None and (folder / "warmup.json").is_file():
         log.info("tiny policy: using the warmed-up model cached in %s", folder)
         return pretrained_policy(
-            str(folder), "float32", max_prompt_tokens, max_response_tokens, on_meta_device=on_meta_device
+            str(folder), "float32", max_prompt_tokens, max_response_tokens, on_meta_device=on_meta_device, lora=lora
         )
 
     tokenizer = build_tokenizer()
@@ -75,7 +80,7 @@ def tiny_policy(
         if folder is not None:
             _save_atomically(model, tokenizer, report, folder)
     check_context(model, max_prompt_tokens, max_response_tokens)
-    return Policy(model, tokenizer)
+    return Policy(apply_lora(model, **(lora or {})), tokenizer)
 
 
 def _source_hash() -> int:
