@@ -1,9 +1,4 @@
 """Evaluate a model: ``python src/evaluate.py model.path=DIR benchmarks=[math500,aime24]`` (see conf/evaluate.yaml)."""
-# ruff: noqa: E402  (the thread policy is applied before torch is imported)
-
-from nft.threads import apply_thread_policy
-
-apply_thread_policy()  # before anything imports torch
 
 import hydra
 from omegaconf import DictConfig

@@ -1,12 +1,7 @@
 """Train a policy: ``python src/train.py [model=...] [algo=...] [key=value ...]`` (Hydra; ``-m`` sweeps)."""
-# ruff: noqa: E402  (the thread policy is applied before torch is imported)
 
 import sys
 from pathlib import Path
-
-from nft.threads import apply_thread_policy
-
-apply_thread_policy()  # before anything imports torch
 
 import hydra
 from omegaconf import DictConfig

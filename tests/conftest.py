@@ -1,14 +1,9 @@
 """Shared fixtures: the real tiny Qwen2 model and tokenizer, and composed Hydra configs."""
-# ruff: noqa: E402  (the thread policy is applied before torch is imported)
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from nft.threads import apply_thread_policy
-
-apply_thread_policy()  # before torch: the suite's processes and their subprocesses share the machine fairly
 
 import pytest
 import torch

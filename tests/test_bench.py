@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_bench_times_the_pipeline_and_prints_the_median_last(tmp_path):
     # A smaller iteration (16 prompts) keeps the test short; the code path is make bench's.
     overrides = ["data.prompts_per_epoch=16", "data.groups_per_step=16", "trainer.max_epochs=3"]
     result = subprocess.run(
-        [sys.executable, "-m", "nft.bench", "--no-trl", "--json", str(out), *overrides],
+        [sys.executable, "-m", "nft.bench", "--no-trl", "--contended", "--json", str(out), *overrides],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -57,3 +58,18 @@ def test_bench_times_the_pipeline_and_prints_the_median_last(tmp_path):
         assert it["old_logp"] == 0.0  # one optimizer step per iteration: old_logp is logp.detach()
         assert 1 <= it["response_length"] <= 32
     assert "useful FLOPs" in result.stdout and "peak RSS" in result.stdout
+    # --contended: the same workload beside a busy process, which is gone afterwards (it is not the bench's child).
+    assert report["contended"]["median"] > 0 and "with one competing busy process" in result.stdout
+    assert not busy_loops(), "the competing process outlived the bench"
+
+
+def busy_loops() -> list[str]:
+    """Processes running the bench's competing busy loop."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"while True: pass" in cmdline.read_bytes():
+                found.append(cmdline.parent.name)
+        except OSError:
+            continue
+    return found

@@ -43,6 +43,7 @@ from nft.rollout.integrity import (
     mismatch_sums,
     reduce_mismatch,
 )
+from nft.threads import rebalance_threads
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class PolicyModule(L.LightningModule):
         Only the T positions that predict response tokens go through the LM head, and the log-softmax is a gather
         minus a logsumexp, so no [b, T, V] log-prob tensor is materialised.
         """
+        rebalance_threads()  # every forward of the update and of old_logp: a shared CPU is used fairly
         response_width = batch["response_mask"].shape[1]
         with self._compute_precision():  # as in training_step: old_logp recomputed outside it matches the update's
             out = (self.model if model is None else model)(

@@ -1,37 +1,129 @@
-"""The CPU thread policy, chosen before torch starts: fair on a shared machine, as fast as before on an idle one.
+"""The CPU thread policy: torch's speed on an idle machine, a fair share of a busy one.
 
-torch's OpenMP threads spin-wait for work by default. On a machine with other busy processes (a laptop with a browser
-open, a CI runner) a spinning thread holds a core that the thread it waits for needs, and an iteration of
-``make bench`` took 6x its idle time with one competing one-core process where a fair share would cost at most 2x.
-``OMP_WAIT_POLICY=PASSIVE`` makes idle threads sleep instead (measured: 1.75x under the same contention, idle within
-noise). It must be set before the OpenMP runtime loads, i.e. before ``import torch``: every entry point
-(``src/train.py``, ``src/evaluate.py``, ``python -m nft.bench``, the test suite) calls ``apply_thread_policy`` first.
-A value already in the environment wins; subprocesses (verifier workers, Lightning's other ranks, TRL's baseline)
-inherit the environment. ``describe_thread_policy`` is the line each run logs once at start.
+torch runs each operation on all its OpenMP threads (one per physical core). When another process keeps a core busy
+(a laptop with a browser open, a CI runner), every operation waits at its barrier for the thread that lost its core,
+and an iteration of ``make bench`` took 6x its idle time with one competing one-core process. ``OMP_WAIT_POLICY=
+PASSIVE`` (sleeping instead of spinning) only halves that, and costs 30-50% on an idle machine (measured: 4.97 s
+against 3.39 s per iteration), because this workload's operations are small and each one wakes sleeping threads.
+
+So the thread count follows the load instead: ``rebalance_threads`` (called by the generator before each batch and by
+the module before each micro-batch, at most once a second) measures the CPU that *other* processes used since its
+last measurement (``/proc``: the machine's busy time minus this process's and its children's, such as the verifier
+workers) and runs torch on the cores they leave free, between 1 and the count torch started with. An idle machine
+keeps every thread and OpenMP's default wait policy: no cost. A busy core costs one thread: on 2 cores the workload
+runs at its one-thread speed (1.7x the idle time) instead of 6x.
+
+``OMP_NUM_THREADS`` in the environment fixes the count (Lightning sets it for each process of a multi-process CPU run).
+Different thread counts can change floating-point sums in the last bits: set it for bitwise-reproducible runs.
+Without ``/proc`` (macOS, Windows) the count stays fixed. ``describe_thread_policy`` is the line each run logs at start.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import time
+from pathlib import Path
 
-DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
-SOURCE = "NFT_THREAD_POLICY_FROM"  # records, for the log line, whether the environment or nft chose
+import torch
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 1.0  # the shortest window measured: a /proc read costs about 0.1 ms per child process
 
 
-def apply_thread_policy() -> None:
-    """Set the defaults that the environment does not set already (call before ``import torch``)."""
-    chosen = {key: value for key, value in DEFAULTS.items() if key not in os.environ}
-    os.environ.update(chosen)
-    os.environ.setdefault(SOURCE, "nft" if chosen else "environment")
+class ForeignCpu:
+    """CPU seconds spent by processes other than this one and its children since the last ``lap``.
+
+    Reads ``/proc``; elsewhere ``available`` is False and every lap returns 0.0."""
+
+    def __init__(self) -> None:
+        self.available = Path("/proc/stat").is_file()
+        self.tick = os.sysconf("SC_CLK_TCK") if self.available else 100
+        self._last = self._read()
+
+    def lap(self) -> float:
+        now = self._read()
+        busy, own = now[0] - self._last[0], now[1] - self._last[1]
+        self._last = now
+        return max(0.0, busy - own)
+
+    def _read(self) -> tuple[float, float]:
+        if not self.available:
+            return 0.0, 0.0
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+        busy = (user + nice + system + irq + softirq + steal) / self.tick
+        return busy, self._own_ticks() / self.tick
+
+    def _own_ticks(self) -> int:
+        me, total = os.getpid(), 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # the process ended meanwhile
+                continue
+            fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            if int(entry.name) == me or int(fields[1]) == me:  # this process or a child (verifier workers)
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total
+
+
+class ThreadBalancer:
+    """Sets torch's thread count to the cores that other processes leave free (see the module docstring)."""
+
+    def __init__(self, cores: int | None = None, interval_s: float = INTERVAL_S) -> None:
+        self.most = torch.get_num_threads()  # torch's default (physical cores), or what the caller set before
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        self.cores = cores or len(usable)
+        self.interval_s = interval_s
+        self.cpu = ForeignCpu()
+        self._since = time.monotonic()
+
+    @property
+    def enabled(self) -> bool:
+        return self.cpu.available and self.most > 1 and "OMP_NUM_THREADS" not in os.environ
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._since < self.interval_s or not self.enabled:
+            return
+        others = self.cpu.lap() / (now - self._since)  # cores busy with other processes' work
+        self._since = now
+        self.set(max(1, min(self.most, self.cores - math.floor(others + 0.5))), others)
+
+    def set(self, threads: int, others: float) -> None:
+        if threads != torch.get_num_threads():
+            log.info(
+                "CPU threads %d -> %d: other processes use %.1f of %d cores",
+                torch.get_num_threads(),
+                threads,
+                others,
+                self.cores,
+            )
+            torch.set_num_threads(threads)
+
+
+_balancer: ThreadBalancer | None = None
+
+
+def rebalance_threads() -> None:
+    """Adapt torch's thread count to the machine's load; cheap to call often (it acts at most once a second)."""
+    global _balancer
+    if _balancer is None:
+        _balancer = ThreadBalancer()
+    _balancer()
 
 
 def describe_thread_policy() -> str:
-    import torch
-
-    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
-    threads = os.environ.get("OMP_NUM_THREADS")
-    origin = "OMP_NUM_THREADS" if threads else "torch's default: the physical cores"
+    if "OMP_NUM_THREADS" in os.environ:
+        return f"CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS, fixed)"
+    if not Path("/proc/stat").is_file():
+        return f"CPU threads: {torch.get_num_threads()} (torch's default; no /proc to measure other processes' load)"
     return (
-        f"CPU threads: {torch.get_num_threads()} ({origin}), OMP_WAIT_POLICY={policy} "
-        f"(set by {os.environ.get(SOURCE, 'the environment')}; export OMP_WAIT_POLICY to choose)"
+        f"CPU threads: {torch.get_num_threads()}, fewer while other processes keep cores busy "
+        "(nft.threads; export OMP_NUM_THREADS to fix the count)"
     )

@@ -10,8 +10,8 @@ import time
 
 import lightning as L
 
-from nft.bench.workload import ForeignCpu
 from nft.report import EpochReport
+from nft.threads import ForeignCpu
 
 
 class IterationTimer(L.Callback):

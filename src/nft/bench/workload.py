@@ -3,8 +3,7 @@
 - the prompts: 384 distinct ``a + b`` pairs from ``random.Random(0)``, 64 per iteration, 8 answers each;
 - the FLOP model of one iteration (WORKLOAD.md section 8), for the hardware floor;
 - the machine's fp32 matmul throughput, measured like the workload says (best of large square matmuls);
-- CPU use by other processes during a timed interval (``/proc/stat``), since a shared 2-core machine slows the
-  workload several times over and such iterations must not be reported as ours.
+- a competing busy process, for the contended timing (``--contended``).
 """
 
 from __future__ import annotations
@@ -13,11 +12,11 @@ import contextlib
 import os
 import random
 import resource
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 
@@ -89,52 +88,28 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class ForeignCpu:
-    """CPU seconds spent by processes other than this one and its children since the last ``lap``.
-
-    Reads ``/proc``; elsewhere every lap returns 0.0 (the check is skipped)."""
-
-    def __init__(self) -> None:
-        self.available = Path("/proc/stat").is_file()
-        self.tick = os.sysconf("SC_CLK_TCK") if self.available else 100
-        self._last = self._read()
-
-    def lap(self) -> float:
-        now = self._read()
-        busy, own = now[0] - self._last[0], now[1] - self._last[1]
-        self._last = now
-        return max(0.0, busy - own)
-
-    def _read(self) -> tuple[float, float]:
-        if not self.available:
-            return 0.0, 0.0
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-        busy = (user + nice + system + irq + softirq + steal) / self.tick
-        return busy, self._own_ticks() / self.tick
-
-    def _own_ticks(self) -> int:
-        me, total = os.getpid(), 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # the process ended meanwhile
-                continue
-            fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-            if int(entry.name) == me or int(fields[1]) == me:  # this process or a child (verifier workers)
-                total += int(fields[11]) + int(fields[12])  # utime + stime
-        return total
-
-
 @contextlib.contextmanager
 def competing_process() -> Iterator[None]:
-    """Another process keeping one core busy (a pure-Python loop, as a browser tab or a second job would)."""
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    """Another process keeping one core busy (a pure-Python loop, as a browser tab or a second job would).
+
+    Started through a short-lived parent, so that it is not this process's child: ``nft.threads`` counts children
+    (verifier workers) as this run's own work, and a browser is not."""
+    launcher = subprocess.run(
+        [sys.executable, "-c", BUSY_LAUNCHER], capture_output=True, text=True, check=True, timeout=30
+    )
+    pid = int(launcher.stdout)
     try:
         time.sleep(0.5)  # running before the timed work starts
         yield
     finally:
-        busy.kill()
-        busy.wait()
+        os.kill(pid, signal.SIGKILL)
+
+
+# Forks a busy loop and exits at once, printing its pid: the loop is left to the init process.
+BUSY_LAUNCHER = """
+import os, subprocess, sys
+loop = subprocess.Popen(
+    [sys.executable, "-c", "while True: pass"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+)
+print(loop.pid)
+"""
