@@ -128,7 +128,8 @@ class PolicyModule(L.LightningModule):
         Only the T positions that predict response tokens go through the LM head, and the log-softmax is a gather
         minus a logsumexp, so no [b, T, V] log-prob tensor is materialised.
         """
-        rebalance_threads()  # every forward of the update and of old_logp: a shared CPU is used fairly
+        if self.device.type == "cpu":
+            rebalance_threads()  # every forward of the update and of old_logp: a shared CPU is used fairly
         response_width = batch["response_mask"].shape[1]
         with self._compute_precision():  # as in training_step: old_logp recomputed outside it matches the update's
             out = (self.model if model is None else model)(

@@ -1,21 +1,23 @@
 """The CPU thread policy: torch's speed on an idle machine, a fair share of a busy one.
 
 torch runs each operation on all its OpenMP threads (one per physical core). When another process keeps a core busy
-(a laptop with a browser open, a CI runner), every operation waits at its barrier for the thread that lost its core,
-and an iteration of ``make bench`` took 6x its idle time with one competing one-core process. ``OMP_WAIT_POLICY=
-PASSIVE`` (sleeping instead of spinning) only halves that, and costs 30-50% on an idle machine (measured: 4.97 s
-against 3.39 s per iteration), because this workload's operations are small and each one wakes sleeping threads.
+(a laptop with a browser open, a CI runner), every operation waits at its barrier for the thread that lost its core:
+an iteration of ``make bench`` took 25x its idle time beside one busy one-core loop (91 s against 3.7 s, 2 cores).
+``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of spinning; this project's previous policy) brings that to 1.4x its
+own idle time, but costs 36-47% on an idle machine (4.80 and 4.97 s against 3.54 and 3.39 s), because each of this
+workload's many small operations wakes sleeping threads.
 
-So the thread count follows the load instead: ``rebalance_threads`` (called by the generator before each batch and by
-the module before each micro-batch, at most once a second) measures the CPU that *other* processes used since its
-last measurement (``/proc``: the machine's busy time minus this process's and its children's, such as the verifier
-workers) and runs torch on the cores they leave free, between 1 and the count torch started with. An idle machine
-keeps every thread and OpenMP's default wait policy: no cost. A busy core costs one thread: on 2 cores the workload
-runs at its one-thread speed (1.7x the idle time) instead of 6x.
+So the thread count follows the load instead: ``rebalance_threads`` (called at each decoding step and before each
+forward of the update when they run on the CPU, acting at most once a second) measures the CPU time that *other*
+processes used since it last acted (``/proc``: the machine's busy time minus this process's and its children's, such as
+the verifier workers) and runs torch on the cores they leave free, between 1 and the count torch had when it first
+acted. An idle machine keeps every thread and OpenMP's default wait policy: no cost. A busy core costs one thread:
+beside the same loop the iteration took 1.5x its idle time, the workload's one-thread speed.
 
-``OMP_NUM_THREADS`` in the environment fixes the count (Lightning sets it for each process of a multi-process CPU run).
-Different thread counts can change floating-point sums in the last bits: set it for bitwise-reproducible runs.
-Without ``/proc`` (macOS, Windows) the count stays fixed. ``describe_thread_policy`` is the line each run logs at start.
+``OMP_NUM_THREADS`` in the environment fixes the count (Lightning sets it in each process of a multi-process CPU run).
+Thread counts change floating-point sums in the last bits, so a run whose machine got busy does not repeat bit for bit
+a run on an idle one: set ``OMP_NUM_THREADS`` where that matters. Without ``/proc`` (macOS, Windows) the count stays
+fixed. ``describe_thread_policy`` is the line each run logs at start.
 """
 
 from __future__ import annotations

@@ -108,8 +108,7 @@ def competing_process() -> Iterator[None]:
 # Forks a busy loop and exits at once, printing its pid: the loop is left to the init process.
 BUSY_LAUNCHER = """
 import os, subprocess, sys
-loop = subprocess.Popen(
-    [sys.executable, "-c", "while True: pass"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-)
+quiet = subprocess.DEVNULL
+loop = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True, stdout=quiet, stderr=quiet)
 print(loop.pid)
 """

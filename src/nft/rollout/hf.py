@@ -213,7 +213,8 @@ class HFGenerator:
         active = torch.arange(rows, device=device)  # original row index of each row still in the batch
         running = torch.ones(rows, dtype=torch.bool, device=device)
         for step in range(sampling.max_new_tokens):
-            rebalance_threads()  # a shared CPU is used fairly (nft.threads)
+            if device.type == "cpu":
+                rebalance_threads()  # a shared CPU is used fairly (nft.threads)
             sampled, sampled_logprobs = sample_tokens(logits, sampling, uniforms(keys[active], step))
             tokens[active, step] = sampled
             logprobs[active, step] = sampled_logprobs
