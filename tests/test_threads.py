@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +14,8 @@ import torch
 from nft import threads
 from nft.bench.workload import competing_process
 from nft.threads import ForeignCpu, ThreadBalancer
+
+from .conftest import ROOT
 
 needs_proc = pytest.mark.skipif(not ForeignCpu().available, reason="measures other processes' load through /proc")
 
@@ -99,3 +103,23 @@ def test_this_processs_children_are_its_own_work(two_threads):
         assert torch.get_num_threads() == 2
     finally:
         child.wait(timeout=30)
+
+
+@needs_proc
+def test_training_gives_a_busy_core_back(tmp_path):
+    """``src/train.py`` beside a busy process: its log says the policy at start, then that it dropped a thread."""
+    quiet_balancer()  # skips on a machine that is busy already
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    command = [
+        *(sys.executable, "src/train.py", "debug=small", "model.warmup=null", "trainer.max_epochs=4"),
+        f"hydra.run.dir={tmp_path}",
+    ]
+    with competing_process():
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "fewer while other processes keep cores busy" in log
+    changes = re.findall(r"CPU threads (\d+) -> (\d+): other processes use ([\d.]+)", log)
+    assert changes, log[-3000:]
+    before, after, others = changes[0]
+    assert int(after) < int(before) and float(others) >= 0.5

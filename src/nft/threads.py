@@ -7,12 +7,12 @@ an iteration of ``make bench`` took 25x its idle time beside one busy one-core l
 own idle time, but costs 36-47% on an idle machine (4.80 and 4.97 s against 3.54 and 3.39 s), because each of this
 workload's many small operations wakes sleeping threads.
 
-So the thread count follows the load instead: ``rebalance_threads`` (called at each decoding step and before each
-forward of the update when they run on the CPU, acting at most once a second) measures the CPU time that *other*
-processes used since it last acted (``/proc``: the machine's busy time minus this process's and its children's, such as
-the verifier workers) and runs torch on the cores they leave free, between 1 and the count torch had when it first
-acted. An idle machine keeps every thread and OpenMP's default wait policy: no cost. A busy core costs one thread:
-beside the same loop the iteration took 1.5x its idle time, the workload's one-thread speed.
+So the thread count follows the load instead: ``rebalance_threads`` (called at each decoding step, before each forward
+of the update when they run on the CPU and at each step of the toy warm-up, acting at most once a second) measures the
+CPU time that *other* processes used since it last acted (``/proc``: the machine's busy time minus this process's and
+its children's, such as the verifier workers) and runs torch on the cores they leave free, between 1 and the count torch
+had when it first acted. An idle machine keeps every thread and OpenMP's default wait policy: no cost. A busy core costs
+one thread: beside the same loop the iteration took 1.5x its idle time, the workload's one-thread speed.
 
 ``OMP_NUM_THREADS`` in the environment fixes the count (Lightning sets it in each process of a multi-process CPU run).
 Thread counts change floating-point sums in the last bits, so a run whose machine got busy does not repeat bit for bit
