@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nft.bench.workload import iteration_flops, pairs, rows
+from nft.bench.workload import BUSY_LOOP, iteration_flops, pairs, rows
 from nft.toy import build_tokenizer
 
 from .conftest import ROOT
@@ -68,7 +68,7 @@ def busy_loops() -> list[str]:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"while True: pass" in cmdline.read_bytes():
+            if BUSY_LOOP.encode() in cmdline.read_bytes():
                 found.append(cmdline.parent.name)
         except OSError:
             continue

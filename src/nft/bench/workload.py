@@ -95,7 +95,7 @@ def competing_process() -> Iterator[None]:
     Started through a short-lived parent, so that it is not this process's child: ``nft.threads`` counts children
     (verifier workers) as this run's own work, and a browser is not."""
     launcher = subprocess.run(
-        [sys.executable, "-c", BUSY_LAUNCHER], capture_output=True, text=True, check=True, timeout=30
+        [sys.executable, "-c", BUSY_LAUNCHER, str(os.getpid())], capture_output=True, text=True, check=True, timeout=30
     )
     pid = int(launcher.stdout)
     try:
@@ -105,10 +105,13 @@ def competing_process() -> Iterator[None]:
         os.kill(pid, signal.SIGKILL)
 
 
-# Forks a busy loop and exits at once, printing its pid: the loop is left to the init process.
-BUSY_LAUNCHER = """
-import os, subprocess, sys
+# The competing process: a pure-Python loop that checks every few milliseconds that the bench (argv[1]) is still
+# alive, so that it ends with a bench that was killed.
+BUSY_LOOP = "import os, sys\nwhile True:\n    for _ in range(100000): pass\n    os.kill(int(sys.argv[1]), 0)"
+# Starts it and exits at once, printing its pid: the loop is left to the init process.
+BUSY_LAUNCHER = f"""
+import subprocess, sys
 quiet = subprocess.DEVNULL
-loop = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True, stdout=quiet, stderr=quiet)
-print(loop.pid)
+args = [sys.executable, "-c", {BUSY_LOOP!r}, sys.argv[1]]
+print(subprocess.Popen(args, start_new_session=True, stdout=quiet, stderr=quiet).pid)
 """
