@@ -46,9 +46,21 @@ def test_micro_batches_respect_the_token_budget_and_keep_every_sample():
     budget = 60
     micro = pack_micro_batches(samples, budget)
     assert sorted(id(s) for m in micro for s in m) == sorted(id(s) for s in samples)
-    for m in micro:
-        padded = len(m) * (max(len(s.prompt_ids) for s in m) + max(len(s.response_ids) for s in m))
+    for m in micro:  # each distinct prompt once, each answer padded to the longest
+        prompts = {tuple(s.prompt_ids.tolist()) for s in m}
+        padded = len(prompts) * max(len(s.prompt_ids) for s in m) + len(m) * max(len(s.response_ids) for s in m)
         assert padded <= budget or len(m) == 1
+
+
+def test_answers_of_equal_length_are_packed_with_their_group():
+    """So that a group's answers share their prompt's forward: a group is split only where a micro-batch ends."""
+    samples = [s for s in make_samples({g: [1, 0] * 4 for g in range(6)})]
+    for s in samples:
+        s.response_ids = s.response_ids[:1].repeat(5)
+    micro = pack_micro_batches(samples, 60)
+    assert len(micro) > 1
+    prompt_forwards = sum(len({s.group for s in m}) for m in micro)
+    assert prompt_forwards <= 6 + len(micro) - 1
 
 
 def test_mini_batches_hold_whole_groups_and_carry_step_totals():
@@ -57,13 +69,26 @@ def test_mini_batches_hold_whole_groups_and_carry_step_totals():
     steps = make_mini_batches(samples, groups_per_step=4, micro_batch_tokens=40, pad_id=3, seed=0)
     assert len(steps) == 3  # 4 + 4 + 2 groups
     for step in steps:
-        rows = sum(b["input_ids"].shape[0] for b in step)
+        rows = sum(b["response_ids"].shape[0] for b in step)
         assert rows % 3 == 0 and all(b["num_seqs"] == rows for b in step)
         tokens = sum(b["response_mask"].sum() for b in step)
         assert all(b["num_tokens"] == tokens for b in step)
-        for b in step:  # prompt left-padded, response right-padded, positions count real tokens only
-            for positions, mask in zip(b["position_ids"], b["attention_mask"], strict=True):
-                assert positions[mask.bool()].tolist() == list(range(int(mask.sum())))
+
+
+def test_collate_holds_each_distinct_prompt_once_and_each_answer_with_its_prompts_row():
+    samples = make_samples({0: [1, 0, 0], 1: [1, 1], 2: [0]})
+    samples[-1].prompt_ids = samples[0].prompt_ids.clone()  # another group, the same prompt: one row for both
+    batch = collate(samples, pad_id=3)
+    assert batch["prompt_ids"].shape[0] == 2 and batch["response_ids"].shape[0] == len(samples)
+    for i, s in enumerate(samples):
+        row = batch["prompt_index"][i]
+        width = batch["prompt_ids"].shape[1]
+        assert batch["prompt_ids"][row, width - len(s.prompt_ids) :].tolist() == s.prompt_ids.tolist()  # left-padded
+        assert batch["prompt_mask"][row].sum() == len(s.prompt_ids)
+        assert batch["prompt_mask"][row, width - len(s.prompt_ids) :].all()
+        length = int(batch["response_lengths"][i])
+        assert length == len(s.response_ids) and batch["response_ids"][i, :length].tolist() == s.response_ids.tolist()
+        assert batch["response_mask"][i].tolist() == [1.0] * length + [0.0] * (batch["response_ids"].shape[1] - length)
 
 
 @pytest.mark.parametrize(

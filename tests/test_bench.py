@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nft.bench.workload import BUSY_LOOP, iteration_flops, pairs, rows
+from nft.bench.workload import BUSY_LOOP, EMBEDDING_PARAMS, iteration_flops, pairs, rows
 from nft.toy import build_tokenizer
 
 from .conftest import ROOT
@@ -31,6 +31,13 @@ def test_the_flop_model_matches_the_workload_figures():
     assert min(lengths) == 49 and max(lengths) == 52
     generate, update = iteration_flops(lengths[64:])  # iterations 2..6
     assert generate / 5e9 == pytest.approx(88.0, abs=0.05) and update / 5e9 == pytest.approx(267.4, abs=0.05)
+    # Each prompt once: with one sample per prompt that is the nominal model, plus the prompt's own logit row in the
+    # update; with 8, the prompt's share of the work is paid once instead of 8 times.
+    once = iteration_flops(lengths[64:], samples=1, prompt_once=True)
+    nominal = iteration_flops(lengths[64:], samples=1)
+    assert once[0] == nominal[0] and once[1] == nominal[1] + 6 * EMBEDDING_PARAMS * len(lengths[64:])
+    generate_once, update_once = iteration_flops(lengths[64:], prompt_once=True)
+    assert 0.4 < generate_once / generate < 0.5 and 0.45 < update_once / update < 0.5
 
 
 def test_bench_times_the_pipeline_and_prints_the_median_last(tmp_path):
@@ -57,7 +64,7 @@ def test_bench_times_the_pipeline_and_prints_the_median_last(tmp_path):
         assert 0 < it["generate"] and 0 < it["update"] and phases <= it["seconds"] * 1.01
         assert it["old_logp"] == 0.0  # one optimizer step per iteration: old_logp is logp.detach()
         assert 1 <= it["response_length"] <= 32
-    assert "useful FLOPs" in result.stdout and "peak RSS" in result.stdout
+    assert "nominal FLOPs" in result.stdout and "FLOPs done" in result.stdout and "peak RSS" in result.stdout
     # --contended: the same workload beside a busy process, which is gone afterwards (it is not the bench's child).
     assert report["contended"]["median"] > 0 and "with one competing busy process" in result.stdout
     assert not busy_loops(), "the competing process outlived the bench"

@@ -43,9 +43,9 @@ def test_truncated_answers_are_masked_out_of_the_loss_when_configured(tokenizer,
     counted = 0.0
     for batch in micro_batches:
         width = batch["response_mask"].shape[1]
-        response = batch["attention_mask"][:, -width:].float()
-        lengths = response.sum(-1).long()
-        last = batch["input_ids"][:, -width:].gather(1, (lengths - 1)[:, None]).squeeze(1)
+        lengths = batch["response_lengths"]
+        response = (torch.arange(width)[None] < lengths[:, None]).float()
+        last = batch["response_ids"].gather(1, (lengths - 1)[:, None]).squeeze(1)
         truncated = (lengths == 12) & (last >= 30)
         expected = response * (~truncated[:, None]).float() if mask_truncated else response
         assert torch.equal(batch["response_mask"], expected)

@@ -64,7 +64,7 @@ def test_minus_inf_on_a_counted_token_skips_and_counts_the_step(tokenizer, tiny_
     step = toy_step({0: [1, 0, 0, 1], 1: [0, 1, 1, 1]})
     first_correct = next(b for b in step if b["correct"].any())
     row = int(first_correct["correct"].argmax())
-    token = int(first_correct["input_ids"][row, -first_correct["response_mask"].shape[1]])  # its first response token
+    token = int(first_correct["response_ids"][row, 0])  # its first response token
     forbid_token(tiny_model, token)
     module = PolicyModule(tiny_model, tokenizer, NFT(), lr=1e-3)
     before = parameters_of(tiny_model)

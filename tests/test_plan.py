@@ -28,9 +28,10 @@ def test_tiny_plan_by_hand():
     # A = 8*128 + 4*64 + 4*512 = 3,328 values; T = 65,536 tokens; b = 2 (bfloat16)
     assert p.activations_checkpointed == 4 * 65_536 * 128 * 2 + 65_536 * 3_328 * 2 == 503_316_480
     assert p.activations_full == 4 * 65_536 * 3_328 * 2 == 1_744_830_464
-    assert p.response_tokens == 65_536 * 32 // 96 == 21_845
-    assert p.logits == 21_845 * 260 * 10 == 56_797_000
-    assert p.training == 2_036_992 * 3 + 4_073_984 + 503_316_480 + 56_797_000 + 2 * GB
+    # R: groups of 8 answers of 32 tokens share a 64-token prompt
+    assert p.response_tokens == 65_536 * 8 * 32 // (64 + 8 * 32) == 52_428
+    assert p.logits == 52_428 * 260 * 10 == 136_312_800
+    assert p.training == 2_036_992 * 3 + 4_073_984 + 503_316_480 + 136_312_800 + 2 * GB
     # rollout=hf: full bf16 weights + KV cache of 512 rows x 96 tokens x 4 layers x (k, v) x 64 + sampling logits
     assert p.hf_generation == 2 * 1_018_496 + 512 * 96 * 2 * 4 * 64 * 2 + 512 * 260 * 12
 

@@ -2,7 +2,8 @@
 
 Manual optimisation: one ``training_step`` is one optimizer step over a mini-batch of whole groups, whose
 micro-batches (a variable number, packed by a token budget) are accumulated here. Lightning's automatic optimisation
-needs a fixed accumulation count, which a token budget cannot give.
+needs a fixed accumulation count, which a token budget cannot give. A micro-batch's log-probs take one forward per
+distinct prompt, whose keys and values its answers read (``nft.shared_prompt``).
 
 Under Lightning's ``ModelParallelStrategy`` (``trainer=fsdp``), ``configure_model`` shards the policy with FSDP2
 (``nft.distributed.shard_model``). Each rank then holds its own groups of the step; every micro-batch carries the
@@ -43,6 +44,7 @@ from nft.rollout.integrity import (
     mismatch_sums,
     reduce_mismatch,
 )
+from nft.shared_prompt import response_logits
 from nft.threads import rebalance_threads
 
 log = logging.getLogger(__name__)
@@ -122,28 +124,20 @@ class PolicyModule(L.LightningModule):
 
     # --- forward -----------------------------------------------------------------------------------------------
     def response_logprobs(self, batch: dict[str, torch.Tensor], model=None) -> torch.Tensor:
-        """Log-probs [b, T] of the response tokens (the last T positions of ``input_ids``) under ``model`` (default:
-        the policy).
+        """Log-probs [b, T] of the response tokens under ``model`` (default: the policy).
 
-        Only the T positions that predict response tokens go through the LM head, and the log-softmax is a gather
-        minus a logsumexp, so no [b, T, V] log-prob tensor is materialised.
+        Each distinct prompt of the micro-batch goes through the model once and its answers read its keys and values
+        (``nft.shared_prompt``); the log-softmax is a gather minus a logsumexp, so no [b, T, V] log-prob tensor is
+        materialised.
         """
         if self.device.type == "cpu":
             rebalance_threads()  # every forward of the update and of old_logp: a shared CPU is used fairly
-        response_width = batch["response_mask"].shape[1]
         with self._compute_precision():  # as in training_step: old_logp recomputed outside it matches the update's
-            out = (self.model if model is None else model)(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"],
-                use_cache=False,
-                logits_to_keep=response_width + 1,
-            )
-        logits = out.logits[:, :-1].to(torch.promote_types(out.logits.dtype, torch.float32))  # half -> float32
+            logits = response_logits(self.model if model is None else model, batch)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32
         if self.hparams.temperature != 1.0:
             logits = logits / self.hparams.temperature
-        targets = batch["input_ids"][:, -response_width:]
-        return logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+        return logits.gather(-1, batch["response_ids"][..., None]).squeeze(-1) - logits.logsumexp(-1)
 
     def _compute_precision(self):
         """The trainer's compute precision (autocast under bf16-mixed); nothing outside a trainer."""

@@ -11,8 +11,10 @@ and the architecture comes from ``model.path/config.json`` when that is a local 
 models of ``conf/model``), else from ``model.architecture`` (the tiny model). With ``N`` parameters (``N_layer`` per
 decoder layer, ``N_root`` in embeddings, head and final norm), ``W = trainer.devices x trainer.num_nodes`` ranks,
 ``b`` bytes per value of ``fsdp.param_dtype``, ``T = max(data.micro_batch_tokens, prompt + response tokens)`` padded
-tokens per forward, of which ``R = T x response / (prompt + response)`` are response positions, ``L`` layers, hidden
-``h``, MLP width ``I``, key/value width ``kv x d`` and vocabulary ``V``, the estimates per GPU are (bytes):
+tokens per forward, of which ``R = min(T x n response / (prompt + n response), T - prompt)`` are response positions
+(whole groups of ``n = data.samples_per_prompt`` answers sharing their prompt's forward, ``nft.shared_prompt``, and
+at least one prompt), ``L`` layers, hidden ``h``, MLP width ``I``, key/value width ``kv x d`` and vocabulary ``V``,
+the estimates per GPU are (bytes):
 
     parameters       4 N / W        float32 shards: the optimizer's master weights
     gradients        4 N / W        float32 shards
@@ -222,7 +224,8 @@ def plan(cfg: DictConfig) -> Plan:
     h, layers = arch.hidden_size, arch.num_hidden_layers
     prompt, response = int(cfg.model.max_prompt_tokens), int(cfg.model.max_response_tokens)
     tokens = max(int(cfg.data.micro_batch_tokens), prompt + response)
-    response_tokens = tokens * response // (prompt + response)
+    n = int(cfg.data.samples_per_prompt)
+    response_tokens = min(tokens * n * response // (prompt + n * response), tokens - prompt)
     per_token_layer = 8 * h + 4 * arch.kv_width + 4 * arch.intermediate_size
     backend = cfg.rollout.backend
     rollout = "vllm" if str(backend._target_).endswith("VLLMGenerator") else "hf"

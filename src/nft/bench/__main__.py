@@ -4,7 +4,8 @@
 
 Runs ``src/train.py experiment=bench`` in this process (``nft.pipeline.build``: the same data module, generator,
 verifier, module and Lightning trainer as training), 6 iterations, and reports the median of iterations 2..6, the
-phases, the peak RSS and how far the iteration is from this machine's matmul floor (WORKLOAD.md sections 7-8). Then,
+phases, the peak RSS and how far the iteration is from this machine's matmul floor: the floor of the workload's nominal
+FLOPs (one forward per answer, WORKLOAD.md sections 7-8) and that of the FLOPs nft does (each prompt once). Then,
 when TRL is installed (the ``bench`` extra), the same workload with TRL's ``GRPOTrainer`` in a subprocess
 (``nft.bench.trl_baseline``), and the ratio. ``--contended`` runs the workload a second time while another process
 keeps one core busy (a Python loop: a browser tab, another job) and prints both medians and their ratio
@@ -49,11 +50,13 @@ def run_pipeline(overrides: list[str]) -> dict:
         run.trainer.fit(run.module, datamodule=run.datamodule)
         timer = next(c for c in run.trainer.callbacks if isinstance(c, IterationTimer))
         lengths = [len(prompt) for prompt in run.datamodule.prompt_ids]
-        generate, update = iteration_flops(lengths, cfg.data.samples_per_prompt, cfg.rollout.sampling.max_new_tokens)
+        shape = (lengths, cfg.data.samples_per_prompt, cfg.rollout.sampling.max_new_tokens)
         per_iteration = len(lengths) / cfg.data.prompts_per_epoch  # the FLOP model's iterations over the file
         return {
             "iterations": timer.iterations,
-            "flops": (generate + update) / per_iteration,
+            "flops": sum(iteration_flops(*shape)) / per_iteration,
+            "flops_done": sum(iteration_flops(*shape, prompt_once=True)) / per_iteration,
+            "prompts": cfg.data.prompts_per_epoch,
             "answers": cfg.data.prompts_per_epoch * cfg.data.samples_per_prompt,
             "max_new_tokens": cfg.rollout.sampling.max_new_tokens,
             "peak_rss_mb": peak_rss_mb(),
@@ -118,10 +121,15 @@ def main(argv: list[str] | None = None) -> None:
         "breakdown (medians): " + ", ".join(f"{p} {stats[p]:.3f} s" for p in PHASES) + f", other {stats['other']:.3f} s"
     )
     print(f"peak RSS: {ours['peak_rss_mb']:.0f} MB")
-    floor = ours["flops"] / peak
+    floor, floor_done = ours["flops"] / peak, ours["flops_done"] / peak
     print(
-        f"useful FLOPs: {ours['flops'] / 1e9:.1f} GFLOP per iteration; fp32 matmul peak here {peak / 1e9:.0f} GFLOP/s "
+        f"nominal FLOPs: {ours['flops'] / 1e9:.1f} GFLOP per iteration; fp32 matmul peak here {peak / 1e9:.0f} GFLOP/s "
         f"-> floor {floor:.2f} s; floor / measured = {floor / stats['median']:.2f}"
+    )
+    print(
+        f"FLOPs done (each prompt through the model once for its {ours['answers'] // ours['prompts']} answers): "
+        f"{ours['flops_done'] / 1e9:.1f} GFLOP -> floor {floor_done:.2f} s; floor / measured = "
+        f"{floor_done / stats['median']:.2f}"
     )
     if stats["busy"]:
         print(f"WARNING: other processes used the CPU during iterations {stats['busy']}: rerun on an idle machine")

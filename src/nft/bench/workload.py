@@ -54,13 +54,25 @@ def attention_flops(n: int) -> int:
     return 4 * LAYERS * WIDTH * n * (n + 1) // 2
 
 
-def iteration_flops(prompt_lengths: list[int], samples: int = 8, completion: int = 32) -> tuple[float, float]:
-    """Nominal (generation, update) FLOPs of one iteration whose prompts have these lengths (section 8)."""
+def iteration_flops(
+    prompt_lengths: list[int], samples: int = 8, completion: int = 32, prompt_once: bool = False
+) -> tuple[float, float]:
+    """Nominal (generation, update) FLOPs of one iteration whose prompts have these lengths (section 8).
+
+    ``prompt_once``: the FLOPs nft does, where each prompt goes through the model once for its samples, in generation
+    (one prefill) and in the update (``nft.shared_prompt``: the prompt's forward and backward, one logit row, then each
+    answer's ``completion`` tokens reading the prompt's keys and values), instead of once per sample."""
     n, vd, c = BLOCK_MATMUL_PARAMS, EMBEDDING_PARAMS, completion
     generate = update = 0.0
     for p in prompt_lengths:
-        generate += samples * (2 * n * (p + c - 1) + 2 * vd * c + attention_flops(p + c - 1))
-        update += samples * (6 * n * (p + c) + 6 * vd * c + 3 * attention_flops(p + c))
+        if prompt_once:
+            answer_attention = attention_flops(p + c) - attention_flops(p)
+            generate += 2 * n * p + 2 * vd + attention_flops(p)
+            generate += samples * (2 * n * (c - 1) + 2 * vd * (c - 1) + attention_flops(p + c - 1) - attention_flops(p))
+            update += 6 * n * p + 6 * vd + 3 * attention_flops(p) + samples * (6 * (n + vd) * c + 3 * answer_attention)
+        else:
+            generate += samples * (2 * n * (p + c - 1) + 2 * vd * c + attention_flops(p + c - 1))
+            update += samples * (6 * n * (p + c) + 6 * vd * c + 3 * attention_flops(p + c))
     return generate, update
 
 

@@ -1,9 +1,9 @@
 """Rollout bookkeeping: group statistics, group filtering, and mini-/micro-batches of whole groups.
 
 A mini-batch (one optimizer step) holds ``groups_per_step`` whole groups, so a group's answers are always updated
-together. Inside it, samples are sorted by length and packed into micro-batches under a padded-token budget; each
-micro-batch carries the mini-batch's totals (``num_tokens``, ``num_seqs``) so that accumulating micro-batch losses
-gives exactly the mini-batch loss.
+together. Inside it, samples are sorted by length and packed into micro-batches under a budget of padded tokens per
+forward (each distinct prompt counted once: ``nft.shared_prompt``); each micro-batch carries the mini-batch's totals
+(``num_tokens``, ``num_seqs``) so that accumulating micro-batch losses gives exactly the mini-batch loss.
 
 With several ranks, each holds the samples of its own groups; the plan of which groups make each step and the step's
 totals come from every rank's ``group_totals``, so each rank's micro-batches carry the totals of the whole step.
@@ -67,25 +67,33 @@ def mixed_groups(samples: list[Sample]) -> set[int]:
 
 
 def collate(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a micro-batch: prompts left-padded, responses right-padded, as one [b, P + T] sequence per sample."""
-    prompt_width = max(len(s.prompt_ids) for s in samples)
+    """Pad a micro-batch: each distinct prompt once (``prompt_ids`` [u, P], left-padded) and each answer
+    (``response_ids`` [b, T], right-padded) with the row of its prompt (``prompt_index`` [b]), the layout of
+    ``nft.shared_prompt``."""
+    prompts: dict[tuple[int, ...], int] = {}  # a prompt's tokens -> its row
+    prompt_index = [prompts.setdefault(tuple(s.prompt_ids.tolist()), len(prompts)) for s in samples]
+    prompt_width = max(map(len, prompts))
     response_width = max(len(s.response_ids) for s in samples)
     b = len(samples)
-    input_ids = torch.full((b, prompt_width + response_width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((b, prompt_width + response_width), dtype=torch.long)
+    prompt_ids = torch.full((len(prompts), prompt_width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), prompt_width), dtype=torch.long)
+    for row, tokens in enumerate(prompts):
+        prompt_ids[row, prompt_width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
+        prompt_mask[row, prompt_width - len(tokens) :] = 1
+    response_ids = torch.full((b, response_width), pad_id, dtype=torch.long)
     response_mask = torch.zeros((b, response_width), dtype=torch.float32)
     behaviour_logp = torch.zeros((b, response_width), dtype=torch.float32)
     for i, s in enumerate(samples):
-        p, t = len(s.prompt_ids), len(s.response_ids)
-        input_ids[i, prompt_width - p : prompt_width] = s.prompt_ids
-        input_ids[i, prompt_width : prompt_width + t] = s.response_ids
-        attention_mask[i, prompt_width - p : prompt_width + t] = 1
+        t = len(s.response_ids)
+        response_ids[i, :t] = s.response_ids
         response_mask[i, :t] = float(s.loss_mask)
         behaviour_logp[i, :t] = s.behaviour_logp
     return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "prompt_index": torch.tensor(prompt_index, dtype=torch.long),
+        "response_ids": response_ids,
+        "response_lengths": torch.tensor([len(s.response_ids) for s in samples], dtype=torch.long),
         "response_mask": response_mask,
         "behaviour_logp": behaviour_logp,
         "correct": torch.tensor([s.correct for s in samples], dtype=torch.float32),
@@ -97,18 +105,27 @@ def collate(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]:
     }
 
 
+def forward_tokens(prompts: int, prompt_width: int, answers: int, response_width: int) -> int:
+    """Padded tokens in the forward of a micro-batch: each distinct prompt once, each answer once."""
+    return prompts * prompt_width + answers * response_width
+
+
 def pack_micro_batches(samples: list[Sample], micro_batch_tokens: int) -> list[list[Sample]]:
-    """Sort by length (longest first) and cut into micro-batches whose padded size stays within the budget."""
-    ordered = sorted(samples, key=lambda s: (len(s.response_ids), len(s.prompt_ids)), reverse=True)
+    """Sort by length (longest first; a group's answers of equal length next to each other, so that they share their
+    prompt's forward) and cut into micro-batches whose padded forward stays within the budget."""
+    ordered = sorted(samples, key=lambda s: (len(s.response_ids), len(s.prompt_ids), s.group), reverse=True)
     micro_batches: list[list[Sample]] = []
     current: list[Sample] = []
+    groups: set[int] = set()
     prompt_width = response_width = 0
     for s in ordered:
         new_prompt, new_response = max(prompt_width, len(s.prompt_ids)), max(response_width, len(s.response_ids))
-        if current and (len(current) + 1) * (new_prompt + new_response) > micro_batch_tokens:
+        new_groups = len(groups | {s.group})
+        if current and forward_tokens(new_groups, new_prompt, len(current) + 1, new_response) > micro_batch_tokens:
             micro_batches.append(current)
-            current, new_prompt, new_response = [], len(s.prompt_ids), len(s.response_ids)
+            current, groups, new_prompt, new_response = [], set(), len(s.prompt_ids), len(s.response_ids)
         current.append(s)
+        groups.add(s.group)
         prompt_width, response_width = new_prompt, new_response
     if current:
         micro_batches.append(current)
