@@ -224,8 +224,8 @@ def plan(cfg: DictConfig) -> Plan:
     h, layers = arch.hidden_size, arch.num_hidden_layers
     prompt, response = int(cfg.model.max_prompt_tokens), int(cfg.model.max_response_tokens)
     tokens = max(int(cfg.data.micro_batch_tokens), prompt + response)
-    n = int(cfg.data.samples_per_prompt)
-    response_tokens = min(tokens * n * response // (prompt + n * response), tokens - prompt)
+    answers = int(cfg.data.samples_per_prompt)  # per prompt, sharing its forward
+    response_tokens = min(tokens * answers * response // (prompt + answers * response), tokens - prompt)
     per_token_layer = 8 * h + 4 * arch.kv_width + 4 * arch.intermediate_size
     backend = cfg.rollout.backend
     rollout = "vllm" if str(backend._target_).endswith("VLLMGenerator") else "hf"
