@@ -54,7 +54,7 @@ def test_micro_batches_respect_the_token_budget_and_keep_every_sample():
 
 def test_answers_of_equal_length_are_packed_with_their_group():
     """So that a group's answers share their prompt's forward: a group is split only where a micro-batch ends."""
-    samples = [s for s in make_samples({g: [1, 0] * 4 for g in range(6)})]
+    samples = make_samples({g: [1, 0] * 4 for g in range(6)})
     for s in samples:
         s.response_ids = s.response_ids[:1].repeat(5)
     micro = pack_micro_batches(samples, 60)
