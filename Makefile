@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: help install demo test test-slow gpu-check lint format bench clean
+.PHONY: help install demo test test-full test-slow gpu-check lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,8 +23,11 @@ install: $(STAMP)  ## create .venv and install the project with its dev tools
 demo: $(STAMP)  ## warm up the tiny model, train it with NFT on the toy task, print accuracy before/after
 	$(PYTHON) src/train.py $(ARGS)
 
-test: $(STAMP)  ## the test suite (CPU, under 15 minutes on 2 cores)
-	$(PYTHON) -m pytest $(ARGS)
+test: $(STAMP)  ## the fast tier: one end-to-end training, one 2-rank FSDP run, one resume (about 5 minutes, 2 cores)
+	$(PYTHON) -m pytest -m "not slow and not full and not gpu and not vllm" $(ARGS)
+
+test-full: $(STAMP)  ## every test but the GPU, vLLM and soak ones: what CI runs (about 15 minutes on 2 cores)
+	$(PYTHON) -m pytest -m "not slow and not gpu and not vllm" $(ARGS)
 
 test-slow: $(STAMP)  ## the long tests only (soak runs)
 	$(PYTHON) -m pytest -m slow $(ARGS)

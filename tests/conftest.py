@@ -16,16 +16,10 @@ from nft.toy import build_tiny_model, build_tokenizer
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# At most two threads (fewer while other processes keep cores busy: nft.threads); OMP_NUM_THREADS fixes the count.
-if "OMP_NUM_THREADS" not in os.environ:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-
-@pytest.fixture
-def fixed_threads(monkeypatch):
-    """torch's thread count fixed for the test (``OMP_NUM_THREADS``), not following the machine's load
-    (``nft.threads``): for tests that compare runs bit for bit, as thread counts change floating-point sums."""
-    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+# At most two threads, fixed for the whole session and its subprocesses: a run decides its count at start from the
+# machine's load (nft.threads), and tests that compare runs bit for bit need the same count whatever that load is.
+os.environ.setdefault("OMP_NUM_THREADS", str(min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def compose_train(overrides: list[str] = (), run_dir: Path | None = None) -> DictConfig:

@@ -365,10 +365,10 @@ def test_every_algo_config_instantiates_its_class(name):
 
 def test_dapo_config_turns_on_dynamic_sampling_and_overlong_shaping():
     cfg = compose_train(["algo=dapo"])
-    assert cfg.data.filter_groups and cfg.data.max_gen_rounds > 1
-    shaping = instantiate(cfg.data.reward_shaping)
+    assert cfg.data.dynamic_sampling.filter_groups and cfg.data.dynamic_sampling.max_gen_rounds > 1
+    shaping = instantiate(cfg.data.loss_inputs.reward_shaping)
     assert shaping(100, 100) == -0.5 and shaping(80, 100) == 0.0  # DAPO's ramp over the last 20%, 0.5 at the limit
-    assert compose_train(["algo=grpo"]).data.reward_shaping is None
+    assert compose_train(["algo=grpo"]).data.loss_inputs.reward_shaping is None
     assert instantiate(compose_train(["algo=grpo", "algo.kl_coef=0.04"]).algo).needs_reference
 
 

@@ -44,7 +44,7 @@ def test_bench_times_the_pipeline_and_prints_the_median_last(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     # A smaller iteration (16 prompts) keeps the test short; the code path is make bench's.
-    overrides = ["data.prompts_per_epoch=16", "data.groups_per_step=16", "trainer.max_epochs=3"]
+    overrides = ["data.batch.prompts_per_epoch=16", "data.batch.groups_per_step=16", "trainer.max_epochs=3"]
     result = subprocess.run(
         [sys.executable, "-m", "nft.bench", "--no-trl", "--contended", "--json", str(out), *overrides],
         cwd=ROOT,

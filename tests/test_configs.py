@@ -81,8 +81,9 @@ def test_every_experiment_composes(experiment):
 @pytest.mark.parametrize("experiment", ["paper_7b", "paper_32b"])
 def test_paper_recipes_hold_the_reference_settings(experiment):
     cfg = compose_train([f"experiment={experiment}"])
-    assert (cfg.data.prompts_per_epoch, cfg.data.samples_per_prompt, cfg.data.groups_per_step) == (512, 16, 32)
-    assert (cfg.data.max_gen_rounds, cfg.data.filter_groups) == (10, True)
+    batch = cfg.data.batch
+    assert (batch.prompts_per_epoch, batch.samples_per_prompt, batch.groups_per_step) == (512, 16, 32)
+    assert (cfg.data.dynamic_sampling.max_gen_rounds, cfg.data.dynamic_sampling.filter_groups) == (10, True)
     optim = cfg.optim
     assert (optim.lr, optim.warmup_steps, optim.weight_decay, optim.grad_clip) == (1e-6, 10, 0.1, 1.0)
     tokens = {"paper_7b": (512, 3584), "paper_32b": (2048, 14336)}[experiment]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nft.algorithms import NFT
-from nft.data import OnlineMathDataModule, PromptTemplate
+from nft.data import BatchShape, DynamicSampling, LossInputs, OnlineMathDataModule, PromptTemplate
 from nft.module import PolicyModule
 from nft.rollout import SamplingParams
 from nft.rollout.hf import HFGenerator
@@ -20,7 +20,9 @@ from nft.verify import MathVerifier
 from .conftest import ROOT, PolicyHandle
 
 
-def toy_datamodule(max_new_tokens: int = 12, **settings) -> OnlineMathDataModule:
+def toy_datamodule(
+    max_new_tokens: int = 12, batch: dict | None = None, dynamic_sampling: dict | None = None, **loss_inputs
+) -> OnlineMathDataModule:
     """The toy problems, by default 4 prompts an epoch, answers of up to 12 tokens, no group filtering."""
     return OnlineMathDataModule(
         str(ROOT / "data" / "toy" / "train.jsonl"),
@@ -28,14 +30,16 @@ def toy_datamodule(max_new_tokens: int = 12, **settings) -> OnlineMathDataModule
         HFGenerator(max_batch_rows=64, show_progress=False),
         MathVerifier(num_workers=1),
         SamplingParams(max_new_tokens=max_new_tokens),
-        **{"prompts_per_epoch": 4, "filter_groups": False, **settings},
+        batch=BatchShape(**{"prompts_per_epoch": 4, **(batch or {})}),
+        dynamic_sampling=DynamicSampling(**{"filter_groups": False, **(dynamic_sampling or {})}),
+        loss_inputs=LossInputs(**loss_inputs),
     )
 
 
 @pytest.mark.parametrize("mask_truncated", [True, False])
 def test_truncated_answers_are_masked_out_of_the_loss_when_configured(tokenizer, tiny_model, mask_truncated):
     tiny_model.generation_config.eos_token_id = list(range(30))  # about half the answers stop within 12 tokens
-    datamodule = toy_datamodule(samples_per_prompt=8, groups_per_step=4, mask_truncated=mask_truncated)
+    datamodule = toy_datamodule(batch=dict(samples_per_prompt=8, groups_per_step=4), mask_truncated=mask_truncated)
     datamodule.connect(PolicyHandle(tiny_model, tokenizer))
     datamodule.setup()
     [micro_batches] = datamodule.rollout(epoch=0)
@@ -68,7 +72,7 @@ def test_truncated_answers_are_masked_out_of_the_loss_when_configured(tokenizer,
 
 @pytest.mark.parametrize("old_logp", ["recompute", "behaviour"])
 def test_old_logp_of_a_multi_step_epoch_is_recomputed_or_taken_from_generation(tokenizer, tiny_model, old_logp):
-    datamodule = toy_datamodule(samples_per_prompt=4, groups_per_step=2, old_logp=old_logp)
+    datamodule = toy_datamodule(batch=dict(samples_per_prompt=4, groups_per_step=2), old_logp=old_logp)
     datamodule.connect(PolicyModule(tiny_model, tokenizer, NFT()))
     datamodule.setup()
     steps = datamodule.rollout(epoch=0)
@@ -93,7 +97,9 @@ def refill_rounds():
 
     policy = instantiate(compose_train([]).model)
     datamodule = toy_datamodule(
-        32, samples_per_prompt=4, prompts_per_epoch=16, max_gen_rounds=4, round_prompts=12, filter_groups=True
+        32,
+        batch=dict(samples_per_prompt=4, prompts_per_epoch=16),
+        dynamic_sampling=dict(max_gen_rounds=4, round_prompts=12, filter_groups=True),
     )
     datamodule.connect(policy)
     datamodule.setup()

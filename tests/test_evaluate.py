@@ -235,7 +235,7 @@ def test_records_depend_on_the_model_and_the_seed_only(tmp_path, saved_models):
     assert len(by_chunk[0]) == 12 and by_chunk[0] == by_chunk[1]
 
     # The same warmed-up policy, evaluated by the training callback before its first update.
-    run = ["trainer.max_epochs=1", "data.prompts_per_epoch=16", "data.groups_per_step=16"]
+    run = ["trainer.max_epochs=1", "data.batch.prompts_per_epoch=16", "data.batch.groups_per_step=16"]
     quiet = ["callbacks.checkpoint=null", "callbacks.export=null", "rollout.backend.show_progress=false"]
     train(compose_train([*run, *quiet, *benchmark], run_dir=tmp_path / "run"))
     in_training = [r for r in read_records(tmp_path / "run" / "eval" / "toy.jsonl") if r.pop("epoch") == 0]

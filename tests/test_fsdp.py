@@ -30,8 +30,8 @@ from .conftest import ROOT
 TOY_RUN = [
     "debug=resume",
     "trainer.max_epochs=2",
-    "data.prompts_per_epoch=64",
-    "data.micro_batch_tokens=2048",
+    "data.batch.prompts_per_epoch=64",
+    "data.batch.micro_batch_tokens=2048",
     "callbacks.benchmark_eval.eval_every=0",
     "benchmarks.toy.limit=16",
     "callbacks.checkpoint.save_top_k=-1",
@@ -172,7 +172,7 @@ def test_fsdp_trains_in_bfloat16_on_cuda(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_with_two_ranks_runs_each_job_once_in_its_folder(tmp_path):
     """Lightning relaunches rank 1 from the command line; under -m it must run its job, not the sweep again."""
-    sweep = ["trainer.max_epochs=1", "data.groups_per_step=32,64", "callbacks.benchmark_eval.at_start=false"]
+    sweep = ["trainer.max_epochs=1", "data.batch.groups_per_step=32,64", "callbacks.benchmark_eval.at_start=false"]
     run_script(["src/train.py", "-m", *TWO_RANKS, *sweep, "benchmarks.toy.limit=8", f"hydra.sweep.dir={tmp_path}"])
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert len(jobs) == 2

@@ -165,15 +165,15 @@ GPU_RUN = [
     "model.max_response_tokens=256",
     "trainer=gpu",
     "trainer.max_epochs=2",
-    "data.prompts_per_epoch=64",
-    "data.groups_per_step=16",  # 4 optimizer steps per rollout: old log-probs recomputed
-    "data.filter_groups=false",  # a random model is always wrong: keep its groups so that there is a loss
-    "data.micro_batch_tokens=16384",
+    "data.batch.prompts_per_epoch=64",
+    "data.batch.groups_per_step=16",  # 4 optimizer steps per rollout: old log-probs recomputed
+    "data.dynamic_sampling.filter_groups=false",  # a random model is always wrong: keep its groups, to have a loss
+    "data.batch.micro_batch_tokens=16384",
     "activation_checkpointing=true",
     "optim.lr=1e-6",
     "rollout.backend.max_batch_rows=512",
 ]
-CPU_DRY_RUN = ["trainer.accelerator=cpu", "data.prompts_per_epoch=16", "data.groups_per_step=4"]
+CPU_DRY_RUN = ["trainer.accelerator=cpu", "data.batch.prompts_per_epoch=16", "data.batch.groups_per_step=4"]
 
 
 def gpu_run(model_dir: Path, extra: list[str] = ()) -> list[str]:
@@ -200,7 +200,7 @@ def test_one_gpu_trains_float32_masters_at_lr_1e_6_within_the_planned_memory(mod
     epochs = read_epochs(tmp_path)
     assert len(epochs) == 2 and all(e["rollout/steps"] == 4 for e in epochs)  # several steps per rollout
     last = epochs[-1]
-    answers = cfg.data.prompts_per_epoch * cfg.data.samples_per_prompt
+    answers = cfg.data.batch.prompts_per_epoch * cfg.data.batch.samples_per_prompt
     generated = last["rollout/response_length"] * answers
     prompt_tokens = sum(map(len, run.datamodule.prompt_ids)) / len(run.datamodule.prompt_ids)  # the file's mean
     trained = answers * (last["rollout/response_length"] + prompt_tokens)

@@ -15,7 +15,7 @@ from nft.rollout.integrity import RolloutMismatchError, WeightSyncError, check_f
 from .conftest import compose_train
 
 # 3 epochs of 16 prompts x 8 answers in two optimizer steps each, no evaluation or files.
-RUN = ["debug=small", "trainer.max_epochs=3", "data.groups_per_step=8"]
+RUN = ["debug=small", "trainer.max_epochs=3", "data.batch.groups_per_step=8"]
 
 
 def fit(tmp_path, *overrides: str):

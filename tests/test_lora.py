@@ -204,7 +204,7 @@ def test_an_engine_left_with_the_first_merged_adapters_is_stopped(tmp_path):
 RESUME = ["debug=resume", *LORA, "callbacks.export.adapter=true", "benchmarks.toy.limit=4"]
 
 
-def test_a_resumed_lora_run_ends_bit_for_bit_where_an_uninterrupted_one_does(tmp_path, fixed_threads):
+def test_a_resumed_lora_run_ends_bit_for_bit_where_an_uninterrupted_one_does(tmp_path):
     train(compose_train(RESUME, run_dir=tmp_path / "whole"))
     checkpoint = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["state_dict"] and all(".lora_" in k for k in checkpoint["state_dict"])  # the adapters only

@@ -15,7 +15,12 @@ from nft.pipeline import build
 from .conftest import compose_train
 
 # 16 prompts x 8 answers, one optimizer step per epoch, a checkpoint every epoch, no evaluation.
-QUICK = ["debug=resume", "data.prompts_per_epoch=16", "data.groups_per_step=16", "callbacks.benchmark_eval=null"]
+QUICK = [
+    "debug=resume",
+    "data.batch.prompts_per_epoch=16",
+    "data.batch.groups_per_step=16",
+    "callbacks.benchmark_eval=null",
+]
 
 
 class NaNGradientsFrom(L.Callback):

@@ -17,7 +17,7 @@ GB = 10**9
 
 
 def test_tiny_plan_by_hand():
-    p = plan(compose(["trainer.devices=2", "data.micro_batch_tokens=65536", "activation_checkpointing=true"]))
+    p = plan(compose(["trainer.devices=2", "data.batch.micro_batch_tokens=65536", "activation_checkpointing=true"]))
     # 4 layers of h=128, I=512, 4 heads, 2 kv heads (d=32, kv width 64), vocab 260, tied embeddings:
     # layer = q (128*128+128) + k, v 2*(128*64+64) + o 128*128 + mlp 3*128*512 + norms 2*128 = 246,272
     # root = embeddings 260*128 + final norm 128 = 33,408; N = 4*246,272 + 33,408 = 1,018,496

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from nft.data import OnlineMathDataModule, ProblemFileError, PromptTemplate, load_problems
+from nft.data import BatchShape, OnlineMathDataModule, ProblemFileError, PromptTemplate, load_problems
 from nft.rollout import SamplingParams
 
 from .conftest import ROOT, PolicyHandle
@@ -125,7 +125,7 @@ def test_prompt_over_the_limit_names_file_line_and_field_or_is_skipped_and_count
         None,
         None,
         SamplingParams(),
-        1,
+        BatchShape(prompts_per_epoch=1),
         max_prompt_tokens=32,
     )
     datamodule.connect(PolicyHandle(None, tokenizer))

@@ -23,12 +23,12 @@ SHARED = [
     ("optim.warmup_steps", 10, 108, 115, "actor_rollout_ref.actor.optim.lr_warmup_steps=10"),
     ("optim.weight_decay", 0.1, 109, 116, "actor_rollout_ref.actor.optim.weight_decay=0.1"),
     ("optim.grad_clip", 1.0, 114, 121, "actor_rollout_ref.actor.grad_clip=1.0"),
-    ("data.prompts_per_epoch", 512, 26, 22, "train_prompt_bsz=512"),
-    ("data.round_prompts", 1536, 27, 23, "gen_prompt_bsz=$((train_prompt_bsz * 3))"),
-    ("data.groups_per_step", 32, 28, 24, "train_prompt_mini_bsz=32"),
-    ("data.samples_per_prompt", 16, 29, 25, "n_resp_per_prompt=16"),
-    ("data.filter_groups", True, 23, 19, "enable_filter_groups=True"),
-    ("data.max_gen_rounds", 10, 25, 21, "max_num_gen_batches=10"),
+    ("data.batch.prompts_per_epoch", 512, 26, 22, "train_prompt_bsz=512"),
+    ("data.dynamic_sampling.round_prompts", 1536, 27, 23, "gen_prompt_bsz=$((train_prompt_bsz * 3))"),
+    ("data.batch.groups_per_step", 32, 28, 24, "train_prompt_mini_bsz=32"),
+    ("data.batch.samples_per_prompt", 16, 29, 25, "n_resp_per_prompt=16"),
+    ("data.dynamic_sampling.filter_groups", True, 23, 19, "enable_filter_groups=True"),
+    ("data.dynamic_sampling.max_gen_rounds", 10, 25, 21, "max_num_gen_batches=10"),
     ("activation_checkpointing", True, 106, 113, "actor_rollout_ref.model.enable_gradient_checkpointing=True"),
     ("rollout.backend.tensor_parallel_size", 4, 65, 72, "gen_tp=4"),
     ("trainer.devices", 8, 135, 142, "trainer.n_gpus_per_node=8"),
@@ -43,7 +43,7 @@ DIFFERING = [
     ("model.max_prompt_tokens", 512, 46, 2048, 60, "max_prompt_length=$((512)) / $((1024 * 2))"),
     ("model.max_response_tokens", 3584, 47, 14336, 61, "max_response_length=$((4096-512)) / $((1024 * 14))"),
     (
-        "data.micro_batch_tokens",
+        "data.batch.micro_batch_tokens",
         4096,
         63,
         16384,
@@ -95,7 +95,7 @@ def test_every_number_of_the_reference_scripts_that_has_a_counterpart(size):
     for key, expected, *where, text in DAPO_ROWS:
         assert value(dapo, key) == expected, (key, where, text)
     assert dapo.algo.std == "sample"  # verl's GRPO advantage: torch.std, n - 1
-    shaping = dapo.data.reward_shaping
+    shaping = dapo.data.loss_inputs.reward_shaping
     if size == "7b":
         assert shaping is None  # train_7B.sh:19 enable_overlong_buffer=False
     else:  # train_32B.sh:56-58, for neg_weight=-1.0: buffer 1024 * 4 of 1024 * 14 tokens, factor 1.0 on +-1 rewards
@@ -112,7 +112,7 @@ def reference_lr(step: int, lr: float = 1e-6, warmup: int = 10, steps_per_update
 @pytest.mark.parametrize("size", ["7b", "32b"])
 def test_the_warm_up_counts_policy_iterations_and_starts_at_zero(size):
     cfg = composed(f"paper_{size}")
-    per_iteration = cfg.data.prompts_per_epoch // cfg.data.groups_per_step
+    per_iteration = cfg.data.batch.prompts_per_epoch // cfg.data.batch.groups_per_step
     assert per_iteration == 16 and cfg.optim.warmup_unit == "iteration"
     for step in (0, 80, 159, 160, 1000):
         ours = cfg.optim.lr * warmup_factor(step // per_iteration, cfg.optim.warmup_steps)

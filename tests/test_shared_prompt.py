@@ -82,7 +82,7 @@ def test_shared_prompt_log_probs_and_gradients_match_one_forward_per_answer(
     )  # the layers' own setting is back
 
 
-def test_gradients_are_bitwise_reproducible(tokenizer, tiny_model, fixed_threads):
+def test_gradients_are_bitwise_reproducible(tokenizer, tiny_model):
     """16 prompts x 8 answers, the answers of a prompt spread over the batch (as packing by length leaves them): a
     parallel scatter-add of the answers' gradients into their prompt (advanced indexing's backward on a CPU) summed
     them in a different order from one backward to the next."""

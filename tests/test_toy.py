@@ -116,7 +116,7 @@ def test_reasoning_traces_verify_and_a_wrong_final_number_does_not():
 def test_every_algorithm_trains_the_reasoning_task_off_policy(tmp_path, algo):
     """Two epochs of 16 prompts x 8 answers in steps of 4 groups (up to 4 optimizer steps per rollout, old log-probs
     recomputed), dynamic sampling of up to 2 rounds, from the warmed-up tiny model (cached after the first run)."""
-    small = ["trainer.max_epochs=2", "data.prompts_per_epoch=16", "data.groups_per_step=4", "debug=quiet"]
+    small = ["trainer.max_epochs=2", "data.batch.prompts_per_epoch=16", "data.batch.groups_per_step=4", "debug=quiet"]
     run = build(compose_train(["experiment=paper_in_miniature", f"algo={algo}", *small], run_dir=tmp_path))
     before = [p.detach().clone() for p in run.module.model.parameters()]
     run.trainer.fit(run.module, datamodule=run.datamodule)

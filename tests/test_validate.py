@@ -24,7 +24,10 @@ def test_shipped_configs_are_valid(model):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["data.groups_per_step=24"], "data.prompts_per_epoch=64 is not a multiple of data.groups_per_step=24"),
+        (
+            ["data.batch.groups_per_step=24"],
+            "data.batch.prompts_per_epoch=64 is not a multiple of data.batch.groups_per_step=24",
+        ),
         (["trainer.devices=3"], "does not split over 3 processes (trainer.devices x trainer.num_nodes)"),
         (["trainer.devices=[0,1,2]"], "does not split over 3 processes"),
         (["trainer.devices=3", "+trainer.num_nodes=2"], "does not split over 6 processes"),
@@ -32,7 +35,8 @@ def test_shipped_configs_are_valid(model):
         (["rollout.sampling.max_new_tokens=40"], "raise model.max_response_tokens or lower rollout.sampling"),
         (["data.max_prompt_tokens=100"], "set model.max_prompt_tokens instead"),
         (["+optim.learning_rate=0.1"], "optim.learning_rate is not a setting of optim"),
-        (["+data.promts_per_epoch=8"], "did you mean data.prompts_per_epoch?"),
+        (["+data.promts_per_epoch=8"], "did you mean data.batch.prompts_per_epoch?"),
+        (["+data.prompts_per_epoch=8"], "did you mean data.batch.prompts_per_epoch?"),  # a key now in a group
         (["+verifier.time_out=3"], "did you mean verifier.timeout?"),
         (["callbacks.checkpoint._target_=nft.nowhere.Saver"], "checkpoint._target_=nft.nowhere.Saver: cannot be"),
         (["resume=yes"], "use resume=auto"),
@@ -55,10 +59,10 @@ def test_vllm_requested_but_not_installed():
 
 
 def test_every_problem_is_reported_at_once_and_before_any_work(tmp_path):
-    cfg = compose_train(["data.groups_per_step=24", "+optim.learning_rate=0.1"], run_dir=tmp_path / "run")
+    cfg = compose_train(["data.batch.groups_per_step=24", "+optim.learning_rate=0.1"], run_dir=tmp_path / "run")
     with pytest.raises(ConfigError) as error:
         build(cfg)
-    assert "data.groups_per_step=24" in str(error.value) and "optim.learning_rate" in str(error.value)
+    assert "data.batch.groups_per_step=24" in str(error.value) and "optim.learning_rate" in str(error.value)
     assert not (tmp_path / "run").exists()  # refused before the run directory, the model or the data
 
 
@@ -70,6 +74,7 @@ def test_unknown_keys_on_the_command_line_get_a_suggestion():
             "experiment=toy",
             "optim.learning_rate=0.1",
             "trainer.max_epoch=3",
+            "data.prompts_per_epoch=8",
             "--cfg",
             "job",
         ],
@@ -82,6 +87,9 @@ def test_unknown_keys_on_the_command_line_get_a_suggestion():
     assert "Could not override 'optim.learning_rate'" in result.stderr  # Hydra's own refusal, then the hint
     assert "optim.learning_rate is not a setting of this config: optim has betas, grad_clip, lr," in result.stderr
     assert "trainer.max_epoch is not a setting of this config: did you mean trainer.max_epochs?" in result.stderr
+    assert "data.prompts_per_epoch is not a setting of this config: did you mean data.batch.prompts_per_epoch?" in (
+        result.stderr
+    )
     assert "experiment is not a setting" not in result.stderr  # a group choice is not a key
 
 

@@ -20,7 +20,7 @@ Under FSDP (``trainer=fsdp``) the adapters are sharded with the decoder layer th
 parameter (one ``fully_shard`` unit per layer holds its frozen weights and its adapters); the base's shards are float32
 as in full fine-tuning (``nft.distributed.shard_model``), only the adapters have gradients and optimizer state.
 
-Departures from the issue, each with its reason:
+Choices that differ from the most general LoRA setup, each with its reason:
 - adapters only on the decoder's linear layers (``target_modules``; ``peft``'s names, default all seven of a
   Qwen2/Llama layer), never the embeddings or the LM head: what every peer framework's LoRA for RL does, and what
   ``nft.plan`` counts;

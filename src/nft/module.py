@@ -45,7 +45,6 @@ from nft.rollout.integrity import (
     reduce_mismatch,
 )
 from nft.shared_prompt import response_logits
-from nft.threads import rebalance_threads
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +129,6 @@ class PolicyModule(L.LightningModule):
         (``nft.shared_prompt``); the log-softmax is a gather minus a logsumexp, so no [b, T, V] log-prob tensor is
         materialised.
         """
-        if self.device.type == "cpu":
-            rebalance_threads()  # every forward of the update and of old_logp: a shared CPU is used fairly
         with self._compute_precision():  # as in training_step: old_logp recomputed outside it matches the update's
             logits = response_logits(self.model if model is None else model, batch)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32
@@ -181,7 +178,7 @@ class PolicyModule(L.LightningModule):
         metric_sums: dict[str, torch.Tensor] = {}
         counted = torch.zeros((), device=self.device)  # real (not padding) micro-batches, for the metric means
         # Before the epoch's first update the trainer's log-probs are those of the policy that sampled: the gap to
-        # the engine's own is measured there (nft.rollout.integrity), whatever data.old_logp is.
+        # the engine's own is measured there (nft.rollout.integrity), whatever data.loss_inputs.old_logp is.
         mismatch = torch.zeros(len(MISMATCH_FIELDS) + 1, dtype=torch.float64, device=self.device)
         measure = batch_idx == 0
         for batch in micro_batches:

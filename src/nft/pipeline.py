@@ -33,7 +33,7 @@ from nft.plan import check_fits, is_fsdp, plan
 from nft.preemption import Preemption
 from nft.report import EpochReport
 from nft.rollout.base import Generator
-from nft.threads import describe_thread_policy
+from nft.threads import decide_threads
 from nft.validate import validate
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Run:
 def build(cfg: DictConfig) -> Run:
     """Instantiate the policy, algorithm, data module, callbacks, loggers and trainer from ``cfg``."""
     validate(cfg)
-    log.info(describe_thread_policy())
+    log.info(decide_threads(cfg.threads))
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -117,11 +117,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
         finally:
             run.generator.close()
-    metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items()}
-    for callback in run.trainer.callbacks:
-        for row in getattr(callback, "history", [])[-1:]:
-            metrics.update({k: float(v) for k, v in row.items() if k.startswith("val/")})
-    return metrics
+    return {k: float(v) for k, v in run.trainer.callback_metrics.items()}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -10,11 +10,11 @@ or an experiment picks a GPU one)
 and the architecture comes from ``model.path/config.json`` when that is a local folder, else from ``KNOWN`` (the
 models of ``conf/model``), else from ``model.architecture`` (the tiny model). With ``N`` parameters (``N_layer`` per
 decoder layer, ``N_root`` in embeddings, head and final norm), ``W = trainer.devices x trainer.num_nodes`` ranks,
-``b`` bytes per value of ``fsdp.param_dtype``, ``T = max(data.micro_batch_tokens, prompt + response tokens)`` padded
-tokens per forward, of which ``R = min(T x n response / (prompt + n response), T - prompt)`` are response positions
-(whole groups of ``n = data.samples_per_prompt`` answers sharing their prompt's forward, ``nft.shared_prompt``, and
-at least one prompt), ``L`` layers, hidden ``h``, MLP width ``I``, key/value width ``kv x d`` and vocabulary ``V``,
-the estimates per GPU are (bytes):
+``b`` bytes per value of ``fsdp.param_dtype``, ``T = max(data.batch.micro_batch_tokens, prompt + response tokens)``
+padded tokens per forward, of which ``R = min(T x n response / (prompt + n response), T - prompt)`` are response
+positions (whole groups of ``n = data.batch.samples_per_prompt`` answers sharing their prompt's forward,
+``nft.shared_prompt``, and at least one prompt), ``L`` layers, hidden ``h``, MLP width ``I``, key/value width
+``kv x d`` and vocabulary ``V``, the estimates per GPU are (bytes):
 
     parameters       4 N / W        float32 shards: the optimizer's master weights
     gradients        4 N / W        float32 shards
@@ -223,8 +223,8 @@ def plan(cfg: DictConfig) -> Plan:
     trained = m if m else n
     h, layers = arch.hidden_size, arch.num_hidden_layers
     prompt, response = int(cfg.model.max_prompt_tokens), int(cfg.model.max_response_tokens)
-    tokens = max(int(cfg.data.micro_batch_tokens), prompt + response)
-    answers = int(cfg.data.samples_per_prompt)  # per prompt, sharing its forward
+    tokens = max(int(cfg.data.batch.micro_batch_tokens), prompt + response)
+    answers = int(cfg.data.batch.samples_per_prompt)  # per prompt, sharing its forward
     response_tokens = min(tokens * answers * response // (prompt + answers * response), tokens - prompt)
     per_token_layer = 8 * h + 4 * arch.kv_width + 4 * arch.intermediate_size
     backend = cfg.rollout.backend
@@ -277,12 +277,13 @@ def check_fits(p: Plan, gpu_bytes: int) -> None:
 def advice(p: Plan) -> str:
     if p.sharded:
         return (
-            "Options: more GPUs (trainer.num_nodes), fewer data.micro_batch_tokens, activation_checkpointing=true, "
+            "Options: more GPUs (trainer.num_nodes), fewer data.batch.micro_batch_tokens, "
+            "activation_checkpointing=true, "
             "rollout=vllm (rollout.backend.tensor_parallel_size, gpu_memory_utilization)"
         )
     return (
         "Options: a smaller model (model=qwen1.5b), trainer=fsdp over several GPUs, activation_checkpointing=true, "
-        "fewer data.micro_batch_tokens, rollout.backend.kv_cache_gb (the transformers rollout's KV cache)"
+        "fewer data.batch.micro_batch_tokens, rollout.backend.kv_cache_gb (the transformers rollout's KV cache)"
     )
 
 
@@ -383,21 +384,21 @@ def budget(cfg: DictConfig) -> str:
     """The run's length in the units a user checks against a reference: iterations, steps, prompts and answers."""
     data, optim = cfg.data, cfg.optim
     iterations = int(cfg.trainer.max_epochs)
-    steps_per_iteration = int(data.prompts_per_epoch) // int(data.groups_per_step)
-    round_prompts = int(data.get("round_prompts") or data.prompts_per_epoch)
-    rounds = int(data.max_gen_rounds)
+    steps_per_iteration = int(data.batch.prompts_per_epoch) // int(data.batch.groups_per_step)
+    round_prompts = int(data.dynamic_sampling.round_prompts or data.batch.prompts_per_epoch)
+    rounds = int(data.dynamic_sampling.max_gen_rounds)
     warmup, unit = int(optim.warmup_steps), optim.get("warmup_unit", "step")
     warmup_steps = warmup * steps_per_iteration if unit == "iteration" else warmup
-    kept = int(data.prompts_per_epoch) * int(data.samples_per_prompt)
+    kept = int(data.batch.prompts_per_epoch) * int(data.batch.samples_per_prompt)
     lines = [
         "budget",
         f"  policy iterations (epochs)        {iterations:>12,}",
         f"  optimizer steps                   {iterations * steps_per_iteration:>12,}  ({steps_per_iteration} per "
-        f"iteration: {data.prompts_per_epoch} groups in steps of {data.groups_per_step})",
+        f"iteration: {data.batch.prompts_per_epoch} groups in steps of {data.batch.groups_per_step})",
         f"  prompts generated                 {iterations * round_prompts:>12,} to "
         f"{iterations * round_prompts * rounds:,}  ({round_prompts} a round, 1 to {rounds} rounds an iteration)",
-        f"  answers trained on                {iterations * kept:>12,}  ({data.prompts_per_epoch} groups x "
-        f"{data.samples_per_prompt} an iteration, at most)",
+        f"  answers trained on                {iterations * kept:>12,}  ({data.batch.prompts_per_epoch} groups x "
+        f"{data.batch.samples_per_prompt} an iteration, at most)",
         f"  learning-rate warm-up             {warmup:>12,} {unit}s = {warmup_steps:,} optimizer steps, the first at 0",
     ]
     return "\n".join(lines)

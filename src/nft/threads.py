@@ -1,23 +1,18 @@
-"""The CPU thread policy: torch's speed on an idle machine, a fair share of a busy one.
+"""The CPU thread count: decided once, when a run starts, from the cores other processes leave free, and logged.
 
 torch runs each operation on all its OpenMP threads (one per physical core). When another process keeps a core busy
 (a laptop with a browser open, a CI runner), every operation waits at its barrier for the thread that lost its core:
 an iteration of ``make bench`` took 25x its idle time beside one busy one-core loop (91 s against 3.7 s, 2 cores).
-``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of spinning; this project's previous policy) brings that to 1.4x its
-own idle time, but costs 36-47% on an idle machine (4.80 and 4.97 s against 3.54 and 3.39 s), because each of this
-workload's many small operations wakes sleeping threads.
+``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of spinning) brings that to 1.4x, but costs 36-47% on an idle
+machine, because each of this workload's many small operations wakes sleeping threads.
 
-So the thread count follows the load instead: ``rebalance_threads`` (called at each decoding step, before each forward
-of the update when they run on the CPU and at each step of the toy warm-up, acting at most once a second) measures the
-CPU time that *other* processes used since it last acted (``/proc``: the machine's busy time minus this process's and
-its children's, such as the verifier workers) and runs torch on the cores they leave free, between 1 and the count torch
-had when it first acted. An idle machine keeps every thread and OpenMP's default wait policy: no cost. A busy core costs
-one thread: beside the same loop the iteration took 1.5x its idle time, the workload's one-thread speed.
-
-``OMP_NUM_THREADS`` in the environment fixes the count (Lightning sets it in each process of a multi-process CPU run).
-Thread counts change floating-point sums in the last bits, so a run whose machine got busy does not repeat bit for bit
-a run on an idle one: set ``OMP_NUM_THREADS`` where that matters. Without ``/proc`` (macOS, Windows) the count stays
-fixed. ``describe_thread_policy`` is the line each run logs at start.
+So ``decide_threads`` (called by ``nft.pipeline.build``, ``nft.eval.offline`` and ``nft.bench`` before any work)
+measures, over half a second, the CPU time that *other* processes use (``/proc``: the machine's busy time minus this
+process's and its children's, such as the verifier workers) and runs torch on the cores they leave free, between 1 and
+torch's default; it logs the count and why. The count then stays for the whole run: thread counts change
+floating-point sums in the last bits, so a run's figures depend on its seed and its thread count only (a count that
+followed the load would make the same command give different figures on a busy machine). The config key ``threads``
+(or ``OMP_NUM_THREADS``) fixes the count instead. Without ``/proc`` (macOS, Windows) torch's default stays.
 """
 
 from __future__ import annotations
@@ -32,7 +27,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-INTERVAL_S = 1.0  # the shortest window measured: a /proc scan costs about 20 us per process (1.4 ms for 66)
+WINDOW_S = 0.5  # the load measured before deciding: a /proc scan costs about 20 us per process (1.4 ms for 66)
 
 
 class ForeignCpu:
@@ -74,58 +69,39 @@ class ForeignCpu:
         return total
 
 
-class ThreadBalancer:
-    """Sets torch's thread count to the cores that other processes leave free (see the module docstring)."""
-
-    def __init__(self, cores: int | None = None, interval_s: float = INTERVAL_S) -> None:
-        self.most = torch.get_num_threads()  # torch's default (physical cores), or what the caller set before
-        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-        self.cores = cores or len(usable)
-        self.interval_s = interval_s
-        self.cpu = ForeignCpu()
-        self._since = time.monotonic()
-
-    @property
-    def enabled(self) -> bool:
-        return self.cpu.available and self.most > 1 and "OMP_NUM_THREADS" not in os.environ
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now - self._since < self.interval_s or not self.enabled:
-            return
-        others = self.cpu.lap() / (now - self._since)  # cores busy with other processes' work
-        self._since = now
-        self.set(max(1, min(self.most, self.cores - math.floor(others + 0.5))), others)
-
-    def set(self, threads: int, others: float) -> None:
-        if threads != torch.get_num_threads():
-            log.info(
-                "CPU threads %d -> %d: other processes use %.1f of %d cores",
-                torch.get_num_threads(),
-                threads,
-                others,
-                self.cores,
-            )
-            torch.set_num_threads(threads)
+def free_cores(others: float, cores: int, most: int) -> int:
+    """Threads for the cores that ``others`` (busy cores' worth of other processes' work) leave free, in [1, most]."""
+    return max(1, min(most, cores - math.floor(others + 0.5)))
 
 
-_balancer: ThreadBalancer | None = None
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def rebalance_threads() -> None:
-    """Adapt torch's thread count to the machine's load; cheap to call often (it acts at most once a second)."""
-    global _balancer
-    if _balancer is None:
-        _balancer = ThreadBalancer()
-    _balancer()
+_DEFAULT = torch.get_num_threads()  # torch's own choice (physical cores), before any run changed it
 
 
-def describe_thread_policy() -> str:
+def decide_threads(threads: int | None = None, window_s: float = WINDOW_S) -> str:
+    """Set torch's thread count for the run and return the line that says it (each run logs it at start).
+
+    ``threads``: a fixed count (the config's ``threads``); ``OMP_NUM_THREADS`` in the environment fixes it too
+    (Lightning sets it in each process of a multi-process CPU run). Otherwise the cores other processes leave free."""
     if "OMP_NUM_THREADS" in os.environ:
-        return f"CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS, fixed)"
-    if not Path("/proc/stat").is_file():
-        return f"CPU threads: {torch.get_num_threads()} (torch's default; no /proc to measure other processes' load)"
+        return f"CPU threads: {torch.get_num_threads()} (fixed by OMP_NUM_THREADS)"
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1 or null (decided at start), got {threads}")
+        torch.set_num_threads(threads)
+        return f"CPU threads: {threads} (fixed by threads={threads})"
+    cpu = ForeignCpu()
+    if not cpu.available:
+        torch.set_num_threads(_DEFAULT)
+        return f"CPU threads: {_DEFAULT} (torch's default; no /proc to measure other processes' load)"
+    time.sleep(window_s)
+    others = cpu.lap() / window_s
+    count = free_cores(others, usable_cores(), _DEFAULT)
+    torch.set_num_threads(count)
     return (
-        f"CPU threads: {torch.get_num_threads()}, fewer while other processes keep cores busy "
-        "(nft.threads; export OMP_NUM_THREADS to fix the count)"
+        f"CPU threads: {count}, decided at start for the whole run (other processes used {others:.1f} of "
+        f"{usable_cores()} cores; threads=N fixes the count)"
     )

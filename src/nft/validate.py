@@ -48,16 +48,16 @@ def _resume(cfg: DictConfig) -> Iterator[str]:
 
 
 def _batches(cfg: DictConfig) -> Iterator[str]:
-    prompts, groups = cfg.data.prompts_per_epoch, cfg.data.groups_per_step
+    prompts, groups = cfg.data.batch.prompts_per_epoch, cfg.data.batch.groups_per_step
     if prompts % groups:
         yield (
-            f"data.prompts_per_epoch={prompts} is not a multiple of data.groups_per_step={groups}: every optimizer "
-            f"step should see as many groups; make data.groups_per_step a divisor of {prompts}"
+            f"data.batch.prompts_per_epoch={prompts} is not a multiple of data.batch.groups_per_step={groups}: every "
+            f"optimizer step should see as many groups; make data.batch.groups_per_step a divisor of {prompts}"
         )
     world = _world_size(cfg.trainer)
     if world and prompts % world:
         yield (
-            f"data.prompts_per_epoch={prompts} does not split over {world} processes (trainer.devices x "
+            f"data.batch.prompts_per_epoch={prompts} does not split over {world} processes (trainer.devices x "
             f"trainer.num_nodes): make it a multiple of {world}"
         )
 
@@ -154,7 +154,9 @@ def _unknown_keys(cfg: DictConfig) -> Iterator[str]:
         except ValueError:  # a builtin (datetime.timedelta): its arguments cannot be listed, nor checked
             continue
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-            yield from _refuse(path, set(node) - HYDRA_KEYS - set(parameters), set(parameters))
+            # A key of one of its groups is a likely meaning too (`data.prompts_per_epoch`: data.batch's).
+            grouped = {f"{k}.{sub}" for k, v in node.items() if isinstance(v, dict) for sub in v if sub != "_target_"}
+            yield from _refuse(path, set(node) - HYDRA_KEYS - set(parameters), set(parameters) | grouped)
 
 
 def _targets(node: object, path: str = "") -> Iterator[tuple[str, dict]]:
@@ -167,8 +169,10 @@ def _targets(node: object, path: str = "") -> Iterator[tuple[str, dict]]:
 
 def _refuse(path: str, unknown: set[str], accepted: set[str]) -> Iterator[str]:
     for key in sorted(unknown):
-        close = difflib.get_close_matches(key, sorted(accepted), n=1)
-        hint = f"did you mean {path}.{close[0]}?" if close else f"it takes: {', '.join(sorted(accepted))}"
+        close = [a for a in sorted(accepted) if a.rpartition(".")[2] == key]  # in one of its groups
+        close = close or difflib.get_close_matches(key, sorted(accepted), n=1)
+        direct = sorted(a for a in accepted if "." not in a)
+        hint = f"did you mean {path}.{close[0]}?" if close else f"it takes: {', '.join(direct)}"
         yield f"{path}.{key} is not a setting of {path}: {hint}"
 
 
@@ -198,7 +202,9 @@ def explain_overrides(overrides: list[str], config_dir: str | Path) -> list[str]
             continue
         parent = key.rpartition(".")[0]
         siblings = sorted(k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent and parent)
-        close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.75)
+        leaf = key.rpartition(".")[2]
+        moved = [k for k in sorted(known) if k.startswith(f"{parent}.") and k.rpartition(".")[2] == leaf]
+        close = moved or difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.75)
         if close:
             hint = f"did you mean {' or '.join(close)}?"
         elif siblings:

@@ -5,12 +5,12 @@
 Runs ``src/train.py experiment=bench`` in this process (``nft.pipeline.build``: the same data module, generator,
 verifier, module and Lightning trainer as training), 6 iterations, and reports the median of iterations 2..6, the
 phases, the peak RSS and how far the iteration is from this machine's matmul floor: the floor of the workload's nominal
-FLOPs (one forward per answer, WORKLOAD.md sections 7-8) and that of the FLOPs nft does (each prompt once). Then,
-when TRL is installed (the ``bench`` extra), the same workload with TRL's ``GRPOTrainer`` in a subprocess
+FLOPs (one forward per answer, docs/bench_workload.md sections 7-8) and that of the FLOPs nft does (each prompt
+once). Then, when TRL is installed (the ``bench`` extra), the same workload with TRL's ``GRPOTrainer`` in a subprocess
 (``nft.bench.trl_baseline``), and the ratio. ``--contended`` runs the workload a second time while another process
 keeps one core busy (a Python loop: a browser tab, another job) and prints both medians and their ratio
-(``nft.threads`` explains the policy that keeps it fair). The last line printed is ``seconds_per_iteration=<median>``
-(the idle one).
+(``nft.threads``: each run decides its thread count at start, from the cores other processes leave free). The last
+line printed is ``seconds_per_iteration=<median>`` (the idle one).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import nft
 from nft.bench.timing import IterationTimer
 from nft.bench.workload import competing_process, iteration_flops, matmul_flops_per_second, peak_rss_mb
 from nft.pipeline import build
-from nft.threads import describe_thread_policy
 
 PHASES = ("generate", "verify", "old_logp", "update")
 BUSY_FRACTION = 0.1  # other processes' CPU per wall second above which an iteration is flagged
@@ -50,14 +49,14 @@ def run_pipeline(overrides: list[str]) -> dict:
         run.trainer.fit(run.module, datamodule=run.datamodule)
         timer = next(c for c in run.trainer.callbacks if isinstance(c, IterationTimer))
         lengths = [len(prompt) for prompt in run.datamodule.prompt_ids]
-        shape = (lengths, cfg.data.samples_per_prompt, cfg.rollout.sampling.max_new_tokens)
-        per_iteration = len(lengths) / cfg.data.prompts_per_epoch  # the FLOP model's iterations over the file
+        shape = (lengths, cfg.data.batch.samples_per_prompt, cfg.rollout.sampling.max_new_tokens)
+        per_iteration = len(lengths) / cfg.data.batch.prompts_per_epoch  # the FLOP model's iterations over the file
         return {
             "iterations": timer.iterations,
             "flops": sum(iteration_flops(*shape)) / per_iteration,
             "flops_done": sum(iteration_flops(*shape, prompt_once=True)) / per_iteration,
-            "prompts": cfg.data.prompts_per_epoch,
-            "answers": cfg.data.prompts_per_epoch * cfg.data.samples_per_prompt,
+            "prompts": cfg.data.batch.prompts_per_epoch,
+            "answers": cfg.data.batch.prompts_per_epoch * cfg.data.batch.samples_per_prompt,
             "max_new_tokens": cfg.rollout.sampling.max_new_tokens,
             "peak_rss_mb": peak_rss_mb(),
         }
@@ -93,19 +92,21 @@ def run_trl() -> dict | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-trl", action="store_true", help="skip the side-by-side TRL GRPOTrainer run")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the workload fixes 2)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: decided at start, nft.threads)")
     parser.add_argument("--contended", action="store_true", help="also time it with one competing busy process")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("overrides", nargs="*", help="hydra overrides of experiment=bench")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        args.overrides.append(f"threads={args.threads}")
 
     peak = matmul_flops_per_second()
     ours = run_pipeline(args.overrides)
+    threads = torch.get_num_threads()
     stats = summarize(ours["iterations"])
     print(
         f"\nnft: {len(ours['iterations'])} iterations of {ours['answers']} answers (up to {ours['max_new_tokens']} "
-        f"tokens), {args.threads} threads"
+        f"tokens), {threads} threads"
     )
     print("iteration  seconds  generate  verify  old_logp  update  response_len  other_cpu_s")
     for i, it in enumerate(ours["iterations"], 1):
@@ -133,13 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     if stats["busy"]:
         print(f"WARNING: other processes used the CPU during iterations {stats['busy']}: rerun on an idle machine")
-    print(describe_thread_policy())
     if args.contended:
         with competing_process():
             contended = summarize(run_pipeline(args.overrides)["iterations"])
+            contended["threads"] = torch.get_num_threads()
         print(
             f"with one competing busy process: {contended['median']:.3f} s per iteration (min {contended['min']:.3f}, "
-            f"max {contended['max']:.3f}; generate {contended['generate']:.3f} s, update {contended['update']:.3f} s) "
+            f"max {contended['max']:.3f}; {contended['threads']} threads; generate {contended['generate']:.3f} s, "
+            f"update {contended['update']:.3f} s) "
             f"= {contended['median'] / stats['median']:.2f}x the idle {stats['median']:.3f} s"
         )
         ours["contended"] = contended

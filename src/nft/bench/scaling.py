@@ -20,9 +20,9 @@ from pathlib import Path
 
 # (label, overrides): 8 answers per prompt, one optimizer step per iteration.
 POINTS = [
-    ("128 answers x 32 tokens", ["data.prompts_per_epoch=16", "data.groups_per_step=16"]),
+    ("128 answers x 32 tokens", ["data.batch.prompts_per_epoch=16", "data.batch.groups_per_step=16"]),
     ("512 answers x 32 tokens", []),
-    ("2048 answers x 32 tokens", ["data.prompts_per_epoch=256", "data.groups_per_step=256"]),
+    ("2048 answers x 32 tokens", ["data.batch.prompts_per_epoch=256", "data.batch.groups_per_step=256"]),
     ("512 answers x 128 tokens", ["model.max_response_tokens=128"]),
     ("512 answers x 512 tokens", ["model.max_response_tokens=512", "model.architecture.max_position_embeddings=1024"]),
 ]

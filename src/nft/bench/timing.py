@@ -1,4 +1,5 @@
-"""``IterationTimer``: per-iteration wall time and its phases, as ``make bench`` reports them (WORKLOAD.md section 7).
+"""``IterationTimer``: per-iteration wall time and its phases, as ``make bench`` reports them
+(docs/bench_workload.md section 7).
 
 An iteration runs from the end of the previous optimizer step (the first: from the start of training) to the end of
 its own, so it includes prompt drawing, generation, decoding, verification, batching, the update and the logging.

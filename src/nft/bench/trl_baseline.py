@@ -2,11 +2,14 @@
 
     python -m nft.bench.trl_baseline   # needs the bench extra: pip install -e '.[bench]' (trl==1.16.0)
 
-Set up as the issue measured it: transformers generation (no vLLM), one ``generate`` call over all 512 rows
+Set up for TRL's best run on this workload: transformers generation (no vLLM), one ``generate`` call over all 512 rows
 (``steps_per_generation`` = 8 accumulated micro-batches of 64), one optimizer step per iteration, no extra
 old-log-prob pass (``num_iterations=1``), no KL, DAPO token normalisation, the same model, tokenizer, prompts, reward,
-optimizer and clipping. Per-iteration wall time is measured from the end of one optimizer step to the end of the
-next; generation time by timing the model's ``generate`` calls. Prints one ``TRL_RESULT {json}`` line.
+optimizer and clipping. TRL's own defaults that would slow it for no gain here are turned off: ``GRPOConfig``
+defaults to ``gradient_checkpointing=True`` (each micro-batch's forward recomputed in backward; nft does not
+checkpoint either) and to ``bf16=True`` (no bf16 on this CPU path). Per-iteration wall time is measured from the end
+of one optimizer step to the end of the next; generation time by timing the model's ``generate`` calls. Prints one
+``TRL_RESULT {json}`` line.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from nft.toy import build_tiny_model, build_tokenizer
 
 
 def boxed_sum_reward(completions: list[str], answer: list[str], **_) -> list[float]:
-    """WORKLOAD.md section 5: 1 when ``\\boxed{a+b}`` appears in the completion."""
+    """docs/bench_workload.md section 5: 1 when ``\\boxed{a+b}`` appears in the completion."""
     return [1.0 if f"\\boxed{{{a}}}" in c else 0.0 for c, a in zip(completions, answer, strict=True)]
 
 
@@ -62,6 +65,7 @@ def main() -> None:
             output_dir=output_dir,
             use_cpu=True,
             bf16=False,
+            gradient_checkpointing=False,  # TRL's default is True: a second forward per micro-batch
             seed=0,
             max_steps=ITERATIONS,
             per_device_train_batch_size=PROMPTS_PER_ITERATION,

@@ -5,7 +5,7 @@ Workloads, built deterministically from the shipped data (``python -m nft.bench.
 - typical: half toy-task responses (``a+b=c \\boxed{c}``, half of them wrong by a few units), half MATH500-style
   responses (the reference solution's text ending in a box holding the reference answer as written (40%), the
   reference reformatted (20%: ``\\dfrac``, ``$...$``, spacing) or the reference with a different number (40%));
-- adversarial: the same with 5% of the responses replaced by the adversarial outputs of issue 4 (power towers,
+- adversarial: the same with 5% of the responses replaced by adversarial outputs (power towers,
   ``1000000!``, 100 KB of nested braces, a lone surrogate, NUL bytes, and a few variants).
 
 Each repeat uses a fresh verifier whose workers are started (and warmed) before the clock starts, with the

@@ -1,7 +1,7 @@
-"""The fixed timing workload of ``make bench`` (the project's ``shared/bench/WORKLOAD.md``), and how it is measured.
+"""The fixed timing workload of ``make bench`` (``docs/bench_workload.md``), and how it is measured.
 
 - the prompts: 384 distinct ``a + b`` pairs from ``random.Random(0)``, 64 per iteration, 8 answers each;
-- the FLOP model of one iteration (WORKLOAD.md section 8), for the hardware floor;
+- the FLOP model of one iteration (docs/bench_workload.md section 8), for the hardware floor;
 - the machine's fp32 matmul throughput, measured like the workload says (best of large square matmuls);
 - a competing busy process, for the contended timing (``--contended``).
 """
@@ -24,7 +24,8 @@ PROMPTS_PER_ITERATION = 64
 ITERATIONS = 6
 PROMPT = "What is {a} + {b}? Put the final answer in \\boxed{{}}."
 
-# The workload's model (WORKLOAD.md section 2): block matmul parameters N, tied embedding V x d, layers, width.
+# The workload's model (docs/bench_workload.md section 2): block matmul parameters N, tied embedding V x d, layers,
+# width.
 BLOCK_MATMUL_PARAMS = 983_040
 EMBEDDING_PARAMS = 260 * 128
 LAYERS, WIDTH = 4, 128

@@ -70,23 +70,72 @@ class Rounds:
     count: int = 0
 
 
+@dataclass(frozen=True)
+class BatchShape:
+    """What one epoch and one optimizer step hold (``data.batch``).
+
+    prompts_per_epoch: groups wanted per epoch. samples_per_prompt: answers per prompt (the group size).
+    groups_per_step: groups per optimizer step (mini-batch). micro_batch_tokens: padded-token budget per forward.
+    """
+
+    prompts_per_epoch: int = 64
+    samples_per_prompt: int = 8
+    groups_per_step: int = 64
+    micro_batch_tokens: int = 16384
+
+    def __post_init__(self) -> None:
+        if min(self.prompts_per_epoch, self.samples_per_prompt, self.groups_per_step, self.micro_batch_tokens) < 1:
+            raise ValueError(f"data.batch: every setting must be >= 1, got {self}")
+
+
+@dataclass(frozen=True)
+class DynamicSampling:
+    """Which groups an epoch keeps, and how it refills the batch (``data.dynamic_sampling``).
+
+    filter_groups: drop all-right/all-wrong groups. max_gen_rounds: generation rounds to refill them; each round draws
+    ``round_prompts`` new prompts (None: ``prompts_per_epoch``; the reference draws 3 x 512 for 512) and keeps the
+    first mixed groups in draw order until ``prompts_per_epoch`` are kept.
+    """
+
+    filter_groups: bool = True
+    max_gen_rounds: int = 1
+    round_prompts: int | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.max_gen_rounds, self.round_prompts or 1) < 1:
+            raise ValueError(f"data.dynamic_sampling: max_gen_rounds and round_prompts must be >= 1, got {self}")
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """What the loss receives besides the answers' tokens and verdicts (``data.loss_inputs``).
+
+    mask_truncated: leave answers cut at the length limit out of the loss.
+    reward_shaping: added to correctness to make the reward (``nft.data.rewards``; None: the reward is correctness).
+    old_logp: with several optimizer steps per epoch, ``recompute`` the sampling policy's log-probs with the training
+        model (as verl; exact) or take the generator's ``behaviour`` log-probs (no extra forward; equal to float
+        precision with the transformers backend, close but not equal with vLLM's kernels and dtypes).
+    """
+
+    mask_truncated: bool = False
+    reward_shaping: RewardShaping | None = None
+    old_logp: str = "recompute"
+
+    def __post_init__(self) -> None:
+        if self.old_logp not in OLD_LOGP:
+            raise ValueError(f"data.loss_inputs.old_logp must be one of {OLD_LOGP}, got {self.old_logp!r}")
+
+
 class OnlineMathDataModule(L.LightningDataModule):
     """Args:
     train_path: JSONL/Parquet problem file (``id``, ``problem``, ``answer``) or a hub dataset name.
     prompt: how a problem becomes the prompt. generator: the rollout backend. verifier: scores answers.
     sampling: sampling settings for training rollouts.
-    prompts_per_epoch: groups wanted per epoch. samples_per_prompt: answers per prompt (the group size).
-    groups_per_step: groups per optimizer step (mini-batch). micro_batch_tokens: padded-token budget per forward.
+    batch, dynamic_sampling, loss_inputs: the groups of settings above.
     max_prompt_tokens: longer prompts are an error (or skipped with ``on_bad_row=skip``).
-    filter_groups: drop all-right/all-wrong groups (dynamic sampling). max_gen_rounds: generation rounds to refill
-        them; each round draws ``round_prompts`` new prompts (None: ``prompts_per_epoch``; the reference draws
-        3 x 512 for 512) and keeps the first mixed groups in draw order until ``prompts_per_epoch`` are kept.
-    mask_truncated: leave answers cut at the length limit out of the loss.
-    reward_shaping: added to correctness to make the reward (``nft.data.rewards``; None: the reward is correctness).
+    on_bad_row: ``error`` (naming the file, line and field) or ``skip`` (counted in ``data/skipped_rows``).
     columns: maps ``id``/``problem``/``answer`` to the file's column names.
-    old_logp: with several optimizer steps per epoch, ``recompute`` the sampling policy's log-probs with the training
-        model (as verl; exact) or take the generator's ``behaviour`` log-probs (no extra forward; equal to float
-        precision with the transformers backend, close but not equal with vLLM's kernels and dtypes).
+    seed: the run's seed, from which every draw of prompts and answers derives (``nft.seeds``).
     report: where the epoch's ``RolloutReport`` goes (the pipeline shares it with the logging callbacks).
     """
 
@@ -97,50 +146,34 @@ class OnlineMathDataModule(L.LightningDataModule):
         generator: Generator,
         verifier: MathVerifier,
         sampling: SamplingParams,
-        prompts_per_epoch: int = 64,
-        samples_per_prompt: int = 8,
-        groups_per_step: int = 64,
-        micro_batch_tokens: int = 16384,
+        batch: BatchShape = BatchShape(),
+        dynamic_sampling: DynamicSampling = DynamicSampling(),
+        loss_inputs: LossInputs = LossInputs(),
         max_prompt_tokens: int = 512,
-        filter_groups: bool = True,
-        max_gen_rounds: int = 1,
-        round_prompts: int | None = None,
-        mask_truncated: bool = False,
-        reward_shaping: RewardShaping | None = None,
         on_bad_row: str = "error",
         columns: dict | None = None,
         seed: int = 0,
-        old_logp: str = "recompute",
         report: EpochReport | None = None,
     ) -> None:
         super().__init__()
-        if samples_per_prompt < 2 and filter_groups:
-            raise ValueError("data.samples_per_prompt must be >= 2 when filter_groups is on (a group needs both kinds)")
-        if min(groups_per_step, prompts_per_epoch, max_gen_rounds, round_prompts or 1) < 1:
+        if batch.samples_per_prompt < 2 and dynamic_sampling.filter_groups:
             raise ValueError(
-                "data.prompts_per_epoch, data.groups_per_step, data.max_gen_rounds and data.round_prompts must be >= 1"
+                "data.batch.samples_per_prompt must be >= 2 when data.dynamic_sampling.filter_groups is on "
+                "(a group needs both kinds)"
             )
-        if old_logp not in OLD_LOGP:
-            raise ValueError(f"data.old_logp must be one of {OLD_LOGP}, got {old_logp!r}")
         self.train_path = train_path
         self.prompt = prompt
         self.generator = generator
         self.verifier = verifier
         self.sampling = sampling
-        self.prompts_per_epoch = prompts_per_epoch
-        self.samples_per_prompt = samples_per_prompt
-        self.groups_per_step = groups_per_step
-        self.micro_batch_tokens = micro_batch_tokens
+        self.batch = batch
+        self.dynamic_sampling = dynamic_sampling
+        self.loss_inputs = loss_inputs
+        self.round_prompts = dynamic_sampling.round_prompts or batch.prompts_per_epoch
         self.max_prompt_tokens = max_prompt_tokens
-        self.filter_groups = filter_groups
-        self.max_gen_rounds = max_gen_rounds
-        self.round_prompts = round_prompts or prompts_per_epoch
-        self.mask_truncated = mask_truncated
-        self.reward_shaping = reward_shaping
         self.on_bad_row = on_bad_row
         self.columns = columns
         self.seed = seed
-        self.old_logp = old_logp
         self.report = report if report is not None else EpochReport()
         self.policy = None
         self.encoded: EncodedProblems | None = None
@@ -180,10 +213,10 @@ class OnlineMathDataModule(L.LightningDataModule):
         self.skipped_rows = dict(problem_set.skipped)
         if self.encoded.skipped:
             self.skipped_rows["prompt_tokens"] = len(self.encoded.skipped)
-        if len(self.problems) < self.prompts_per_epoch:
+        if len(self.problems) < self.batch.prompts_per_epoch:
             raise ValueError(
                 f"{problem_set.source}: {len(self.problems)} usable problems, fewer than "
-                f"data.prompts_per_epoch={self.prompts_per_epoch}"
+                f"data.batch.prompts_per_epoch={self.batch.prompts_per_epoch}"
             )
 
     # --- checkpoint state ----------------------------------------------------------------------------------------
@@ -235,17 +268,18 @@ class OnlineMathDataModule(L.LightningDataModule):
     def _generation_rounds(self, epoch: int, timings: dict[str, float]) -> Rounds:
         """Draw, answer and filter until ``prompts_per_epoch`` groups are kept or the rounds run out."""
         rounds = Rounds()
-        while rounds.count < self.max_gen_rounds and len(rounds.kept_groups) < self.prompts_per_epoch:
+        wanted, most_rounds = self.batch.prompts_per_epoch, self.dynamic_sampling.max_gen_rounds
+        while rounds.count < most_rounds and len(rounds.kept_groups) < wanted:
             indices = self._draw(epoch, rounds.count, self.round_prompts, set(rounds.drawn))
             if not indices:
                 break
             rounds.drawn += indices
             samples = self._answer(indices, epoch, rounds.count, timings)
             rounds.samples += samples
-            usable = mixed_groups(samples) if self.filter_groups else {s.group for s in samples}
+            usable = mixed_groups(samples) if self.dynamic_sampling.filter_groups else {s.group for s in samples}
             usable = set().union(*all_gather_objects(usable))
             # The first usable groups in draw order (a shuffle), as the reference's dynamic sampling keeps them.
-            keep = [i for i in indices if i in usable][: self.prompts_per_epoch - len(rounds.kept_groups)]
+            keep = [i for i in indices if i in usable][: self.batch.prompts_per_epoch - len(rounds.kept_groups)]
             rounds.kept += [s for s in samples if s.group in set(keep)]
             rounds.kept_groups += keep
             rounds.count += 1
@@ -263,7 +297,7 @@ class OnlineMathDataModule(L.LightningDataModule):
             self.encoded,
             indices,
             seeds,
-            self.samples_per_prompt,
+            self.batch.samples_per_prompt,
             self.sampling,
             self.generator,
             self.policy.tokenizer,
@@ -278,8 +312,8 @@ class OnlineMathDataModule(L.LightningDataModule):
     def _sample(self, answer: VerifiedAnswer) -> Sample:
         completion = answer.completion
         reward = answer.correct
-        if self.reward_shaping is not None:
-            reward += self.reward_shaping(len(completion.token_ids), self.sampling.max_new_tokens)
+        if self.loss_inputs.reward_shaping is not None:
+            reward += self.loss_inputs.reward_shaping(len(completion.token_ids), self.sampling.max_new_tokens)
         return Sample(
             group=answer.index,
             prompt_ids=torch.as_tensor(self.prompt_ids[answer.index], dtype=torch.long),
@@ -287,7 +321,7 @@ class OnlineMathDataModule(L.LightningDataModule):
             behaviour_logp=completion.logprobs,
             correct=answer.correct,
             finish_reason=completion.finish_reason,
-            loss_mask=not (self.mask_truncated and completion.finish_reason == "length"),
+            loss_mask=not (self.loss_inputs.mask_truncated and completion.finish_reason == "length"),
             reward=reward,
             text=answer.text,
         )
@@ -298,7 +332,9 @@ class OnlineMathDataModule(L.LightningDataModule):
         for rank_totals in all_gather_objects(group_totals(kept)):
             totals.update(rank_totals)
         seed = derive_seed(self.seed, "steps", epoch)
-        steps = make_mini_batches(kept, self.groups_per_step, self.micro_batch_tokens, self._pad_id(), seed, totals)
+        steps = make_mini_batches(
+            kept, self.batch.groups_per_step, self.batch.micro_batch_tokens, self._pad_id(), seed, totals
+        )
         counts = [max(column) for column in zip(*all_gather_objects([len(step) for step in steps]), strict=True)]
         pad_micro_batches(steps, counts, self._pad_id())
         return steps
@@ -310,9 +346,10 @@ class OnlineMathDataModule(L.LightningDataModule):
     @torch.no_grad()
     def _add_old_logp(self, steps: list[list[dict[str, torch.Tensor]]]) -> None:
         """With several optimizer steps per epoch, the ratio needs the log-probs of the policy that sampled: a forward
-        pass of the training model, or (``data.old_logp=behaviour``) the generator's own, which costs nothing."""
+        pass of the training model, or (``data.loss_inputs.old_logp=behaviour``) the generator's own, which costs
+        nothing."""
         batches = [b for micro_batches in steps for b in micro_batches]
-        if self.old_logp == "behaviour":
+        if self.loss_inputs.old_logp == "behaviour":
             for batch in batches:
                 batch["old_logp"] = batch["behaviour_logp"]
             return

@@ -1,7 +1,7 @@
 """Rewards from verdicts: correctness (0/1) plus an optional shaping term, which a config switches on.
 
-``data.reward_shaping`` names a callable ``(answer length, length limit) -> float`` added to correctness; ``null``
-leaves the reward equal to correctness. ``conf/algo/dapo.yaml`` switches on DAPO's overlong penalty.
+``data.loss_inputs.reward_shaping`` names a callable ``(answer length, length limit) -> float`` added to correctness;
+``null`` leaves the reward equal to correctness. ``conf/algo/dapo.yaml`` switches on DAPO's overlong penalty.
 
 DAPO's overlong reward shaping (Yu et al., arXiv 2503.14476, Eq. 13): with a length limit ``L_max`` and a buffer of
 ``L_cache`` tokens before it, an answer of ``L`` tokens gets
@@ -43,7 +43,7 @@ class OverlongPenalty:
     def __post_init__(self) -> None:
         if not (0 <= self.buffer_frac < 1 and self.factor >= 0):
             raise ValueError(
-                "data.reward_shaping.buffer_frac must be in [0, 1) and data.reward_shaping.factor >= 0, got "
+                "data.loss_inputs.reward_shaping: buffer_frac must be in [0, 1) and factor >= 0, got "
                 f"{self.buffer_frac} and {self.factor}"
             )
 

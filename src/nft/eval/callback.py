@@ -2,7 +2,11 @@
 
 An evaluation samples each benchmark's problems with the run's generator (``connect``; each rank its share, as in
 training: ``nft.data.answers``), verifies the answers, computes the metrics of ``nft.eval.metrics`` (summed across
-ranks) and logs ``val/<benchmark>/<metric>`` and ``val/average`` (the mean of the benchmarks' avg@n) to every logger.
+ranks) and logs ``val/<benchmark>/<metric>`` and ``val/average`` (the mean of the benchmarks' avg@n) through Lightning:
+``pl_module.log_dict`` after an epoch (so they reach every logger and ``trainer.callback_metrics``, where a
+``ModelCheckpoint(monitor="val/average")`` finds them); the evaluation before training (and one after ``fit`` stopped
+early), where Lightning refuses ``log``, goes to the loggers and ``callback_metrics`` as ``log_dict`` would send it.
+The last epoch is evaluated at its end, like the others.
 Rank zero writes, in the output directory:
 
 - ``eval/<benchmark>.jsonl``: every answer's record with its ``epoch`` (``nft.eval.records``); an evaluation of an
@@ -10,8 +14,8 @@ Rank zero writes, in the output directory:
 - ``eval/<benchmark>.png``: the benchmark's avg@n, maj@n and pass@n against epochs;
 - ``accuracy.png``: each benchmark's avg@n and the average; ``results.jsonl``: one row of metrics per evaluation.
 
-When training ends it logs a start/best/final table. The history is saved in checkpoints, so a resumed run keeps its
-start row.
+When training ends it logs a start/best/final table. The history behind the files and that table is saved in
+checkpoints, so a resumed run keeps its start row.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from nft.distributed import all_gather_objects
@@ -59,17 +64,18 @@ class BenchmarkEval(L.Callback):
     # --- when ----------------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_start and not any(row["epoch"] == trainer.current_epoch for row in self.history):
-            self.evaluate(trainer, pl_module, epoch=trainer.current_epoch)
+            _log_outside_an_epoch(trainer, self.evaluate(trainer, pl_module, epoch=trainer.current_epoch))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch + 1
-        if self.eval_every > 0 and done % self.eval_every == 0:
-            self.evaluate(trainer, pl_module, epoch=done)
+        if (self.eval_every > 0 and done % self.eval_every == 0) or done == trainer.max_epochs:
+            metrics = self.evaluate(trainer, pl_module, epoch=done)
+            pl_module.log_dict(metrics, on_step=False, on_epoch=True)  # equal on every rank: no sync needed
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch  # `fit` has finished: current_epoch counts completed epochs
-        if not self.history or self.history[-1]["epoch"] != done:
-            self.evaluate(trainer, pl_module, epoch=done)
+        if not self.history or self.history[-1]["epoch"] != done:  # stopped early (max_steps, a callback)
+            _log_outside_an_epoch(trainer, self.evaluate(trainer, pl_module, epoch=done))
         self._print_summary()
 
     def state_dict(self) -> dict:
@@ -90,8 +96,6 @@ class BenchmarkEval(L.Callback):
         metrics["val/average"] = self.evaluator.average(metrics)
         self.history = [row for row in self.history if row["epoch"] < epoch]  # a resumed run repeating an epoch
         self.history.append({"epoch": epoch, "step": trainer.global_step, **metrics})
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
         self._write_summary(trainer)
         return metrics
 
@@ -150,3 +154,10 @@ class BenchmarkEval(L.Callback):
             best = max(row.get(name, math.nan) for row in self.history)
             lines.append(f"{name:<28} {start.get(name, math.nan):>7.3f} {best:>7.3f} {final[name]:>7.3f}")
         log.info("held-out accuracy (epoch %d -> %d):\n%s", start["epoch"], final["epoch"], "\n".join(lines))
+
+
+def _log_outside_an_epoch(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """Where Lightning refuses ``pl_module.log`` (before the first epoch, after ``fit``): what ``log_dict`` would do."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+    trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})

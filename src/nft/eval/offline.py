@@ -25,7 +25,7 @@ from nft.eval.metrics import BenchmarkMetrics
 from nft.eval.records import RecordFile
 from nft.eval.table import add_row, score
 from nft.rollout.integrity import sync_and_check
-from nft.threads import describe_thread_policy
+from nft.threads import decide_threads
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.model`` on ``cfg.benchmarks``; print the table. Returns ``val/<benchmark>/<metric>`` values."""
     name = cfg.eval.name or model_name(cfg.model.path)
     records_dir = Path(cfg.eval.dir) / slug(name)
-    log.info(describe_thread_policy())
+    log.info(decide_threads(cfg.threads))
     policy = instantiate(cfg.model)
     policy.model.to(_device(cfg.eval.device))
     generator = instantiate(cfg.rollout.backend)

@@ -26,7 +26,6 @@ from nft.lora import effective_parameters
 from nft.rollout.attention import grouped_decoding, preallocated_cache
 from nft.rollout.base import Completion, SamplingParams, prompt_seeds, stop_token_ids
 from nft.rollout.integrity import fingerprints
-from nft.threads import rebalance_threads
 
 MASK32 = 0xFFFFFFFF
 
@@ -213,8 +212,6 @@ class HFGenerator:
         active = torch.arange(rows, device=device)  # original row index of each row still in the batch
         running = torch.ones(rows, dtype=torch.bool, device=device)
         for step in range(sampling.max_new_tokens):
-            if device.type == "cpu":
-                rebalance_threads()  # a shared CPU is used fairly (nft.threads)
             sampled, sampled_logprobs = sample_tokens(logits, sampling, uniforms(keys[active], step))
             tokens[active, step] = sampled
             logprobs[active, step] = sampled_logprobs

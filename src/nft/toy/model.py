@@ -3,7 +3,7 @@
 The tokenizer is a byte-level BPE with no merges (one token per UTF-8 byte, so it round-trips any text) and four
 special tokens first: ``<|endoftext|>`` (EOS), ``<|im_start|>``, ``<|im_end|>``, ``<|pad|>``. It is deliberately not a
 WordLevel tokenizer: transformers 5 loads ``model_type=qwen2`` folders through ``Qwen2Tokenizer``, which corrupts a
-WordLevel vocabulary but keeps a byte-level BPE intact. The shapes match ``shared/bench/WORKLOAD.md``.
+WordLevel vocabulary but keeps a byte-level BPE intact. The shapes match ``docs/bench_workload.md``.
 """
 
 from __future__ import annotations

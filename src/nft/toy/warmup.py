@@ -18,7 +18,6 @@ import torch
 from nft.data.prompts import PromptTemplate
 from nft.rollout.base import SamplingParams
 from nft.rollout.hf import HFGenerator
-from nft.threads import rebalance_threads
 from nft.verify.grader import grade
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,6 @@ def warm_up(
     start, accuracy, step = time.perf_counter(), 0.0, 0
     while step < max_steps:
         batch = supervised_batch(rng.sample(rows, batch_size), prompt, tokenizer)
-        rebalance_threads()  # a shared CPU is used fairly (nft.threads)
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
