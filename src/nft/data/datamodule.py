@@ -77,7 +77,8 @@ class OnlineMathDataModule(L.LightningDataModule):
     sampling: sampling settings for training rollouts.
     prompts_per_epoch: groups wanted per epoch. samples_per_prompt: answers per prompt (the group size).
     groups_per_step: groups per optimizer step (mini-batch). micro_batch_tokens: padded-token budget per forward.
-    max_prompt_tokens: longer prompts are an error (or skipped with ``on_bad_row=skip``).
+    max_prompt_tokens: longer prompts are an error, or skipped and counted with ``long_prompts=skip`` (the reference's
+        ``filter_overlong_prompts``) or ``on_bad_row=skip``; malformed rows stay an error with ``long_prompts=skip``.
     filter_groups: drop all-right/all-wrong groups (dynamic sampling). max_gen_rounds: generation rounds to refill
         them; each round draws ``round_prompts`` new prompts (None: ``prompts_per_epoch``; the reference draws
         3 x 512 for 512) and keeps the first mixed groups in draw order until ``prompts_per_epoch`` are kept.
@@ -112,6 +113,7 @@ class OnlineMathDataModule(L.LightningDataModule):
         seed: int = 0,
         old_logp: str = "recompute",
         report: EpochReport | None = None,
+        long_prompts: str = "error",
     ) -> None:
         super().__init__()
         if samples_per_prompt < 2 and filter_groups:
@@ -120,6 +122,8 @@ class OnlineMathDataModule(L.LightningDataModule):
             raise ValueError(
                 "data.prompts_per_epoch, data.groups_per_step, data.max_gen_rounds and data.round_prompts must be >= 1"
             )
+        if long_prompts not in ("error", "skip"):
+            raise ValueError(f"data.long_prompts must be 'error' or 'skip', got {long_prompts!r}")
         if old_logp not in OLD_LOGP:
             raise ValueError(f"data.old_logp must be one of {OLD_LOGP}, got {old_logp!r}")
         self.train_path = train_path
@@ -142,9 +146,10 @@ class OnlineMathDataModule(L.LightningDataModule):
         self.seed = seed
         self.old_logp = old_logp
         self.report = report if report is not None else EpochReport()
+        self.long_prompts = long_prompts
         self.policy = None
         self.encoded: EncodedProblems | None = None
-        self.skipped_rows: dict[str, int] = {}  # bad rows skipped (on_bad_row=skip), by field
+        self.skipped_rows: dict[str, int] = {}  # rows skipped, by field ("prompt_tokens": long prompts)
 
     def connect(self, policy) -> None:
         """Late binding of the policy (see the module docstring)."""
@@ -174,7 +179,7 @@ class OnlineMathDataModule(L.LightningDataModule):
             self.prompt,
             self.policy.tokenizer,
             self.max_prompt_tokens,
-            "skip" if self.on_bad_row == "skip" else "error",
+            "skip" if "skip" in (self.on_bad_row, self.long_prompts) else "error",
             field_name=(self.columns or {}).get("problem", "problem"),
         )
         self.skipped_rows = dict(problem_set.skipped)
@@ -361,7 +366,8 @@ class OnlineMathDataModule(L.LightningDataModule):
             "rollout/steps": float(steps),
             "verify/timeouts": float(self.verifier.counters["timeouts"]),  # totals since the run started
             "verify/errors": float(self.verifier.counters["errors"]),
-            "data/skipped_rows": float(sum(self.skipped_rows.values())),
+            "data/skipped_rows": float(sum(self.skipped_rows.values())),  # bad rows and long prompts
+            "data/skipped_long_prompts": float(self.skipped_rows.get("prompt_tokens", 0)),
         }
 
 
