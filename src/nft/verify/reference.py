@@ -13,8 +13,9 @@ the data file's ``data_source``:
   characters is wrong, since it has left the window).
 - ``math_verify_boxed_gold``: MATH500, Minerva and OlympiadBench go to math-verify's ``math_metric`` with the
   reference wrapped as ``\\boxed{reference}`` and read as LaTeX, and the response read by both the expression and
-  the LaTeX extractors (no box needed: math-verify's own patterns pick the answer anywhere); a score over 0.5 is
-  right. Exceptions count as wrong, as in the reference.
+  the LaTeX extractors (no box needed: math-verify's own patterns pick the answer anywhere, and several boxes are
+  read together as one set, so ``\\boxed{4} ... \\boxed{17}`` is not ``17``); a score over 0.5 is right.
+  Exceptions count as wrong, as in the reference.
 
 The reference scores +1 (right) / -1 (wrong); these graders return ``True`` / ``False`` and ``MathVerifier`` turns
 that into 1 / 0, our reward scale. Nothing the paper's recipes train with depends on the difference: NFT and RFT
