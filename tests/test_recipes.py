@@ -243,7 +243,7 @@ def test_the_paper_recipes_train_and_evaluate_with_the_references_graders(recipe
     assert (cfg.data.long_prompts, cfg.data.on_bad_row) == ("skip", "error")  # filter_overlong_prompts=True
 
 
-def test_our_grader_stays_the_default_everywhere_else(tmp_path):
+def test_our_grader_stays_the_default_everywhere_else():
     default = compose_train([])
     assert default.verifier.grader == "default" and default.data.long_prompts == "error"
     single = compose_train(["experiment=paper_7b", "benchmarks=[math500,aime24]"]).benchmarks
