@@ -133,7 +133,7 @@ def test_prompt_over_the_limit_names_file_line_and_field_or_is_skipped_and_count
         datamodule.setup()
     text = str(error.value)
     assert f"{path}, line 2, field 'problem': the prompt of problem 'long' is 91 tokens" in text
-    assert "data.max_prompt_tokens=32" in text and "data.on_bad_row=skip" in text
+    assert "data.max_prompt_tokens=32" in text and "data.long_prompts=skip" in text
 
     datamodule.on_bad_row = "skip"
     with caplog.at_level(logging.WARNING, logger="nft.data.answers"):

@@ -381,7 +381,8 @@ def _picks_a_gpu_trainer(overrides: list[str]) -> bool:
 
 
 def budget(cfg: DictConfig) -> str:
-    """The run's length in the units a user checks against a reference: iterations, steps, prompts and answers."""
+    """The run's length in the units a user checks against a reference: iterations, steps, prompts and answers; and
+    the loss normaliser of a constant-divisor loss (``token_sum_norm``), which sets the gradient's scale."""
     data, optim = cfg.data, cfg.optim
     iterations = int(cfg.trainer.max_epochs)
     steps_per_iteration = int(data.batch.prompts_per_epoch) // int(data.batch.groups_per_step)
@@ -401,6 +402,12 @@ def budget(cfg: DictConfig) -> str:
         f"{data.batch.samples_per_prompt} an iteration, at most)",
         f"  learning-rate warm-up             {warmup:>12,} {unit}s = {warmup_steps:,} optimizer steps, the first at 0",
     ]
+    if cfg.algo.get("loss_agg") == "token_sum_norm":  # a constant divisor: its size sets the gradient's scale
+        norm, ranks = float(cfg.algo.loss_norm), int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+        lines.append(
+            f"  loss normaliser                   {norm:>12,.0f}  (a step's token losses over all ranks / this: "
+            f"1,000 x {norm / 1000:,g} ranks in the reference's terms; this run has {ranks})"
+        )
     return "\n".join(lines)
 
 

@@ -53,7 +53,7 @@ def encode_problems(
     long_prompts: str = "error",
     *,
     limit_key: str = "data.max_prompt_tokens",
-    skip_key: str = "data.on_bad_row=skip",
+    skip_key: str = "data.long_prompts=skip",
     field_name: str = "problem",
 ) -> EncodedProblems:
     """Encode every problem's prompt; those over ``max_prompt_tokens`` are an error or (``long_prompts="skip"``)

@@ -132,8 +132,10 @@ class OnlineMathDataModule(L.LightningDataModule):
     prompt: how a problem becomes the prompt. generator: the rollout backend. verifier: scores answers.
     sampling: sampling settings for training rollouts.
     batch, dynamic_sampling, loss_inputs: the groups of settings above.
-    max_prompt_tokens: longer prompts are an error (or skipped with ``on_bad_row=skip``).
+    max_prompt_tokens: longer prompts are an error, or skipped and counted with ``long_prompts=skip`` (the reference's
+        ``filter_overlong_prompts``) or ``on_bad_row=skip``; malformed rows stay an error with ``long_prompts=skip``.
     on_bad_row: ``error`` (naming the file, line and field) or ``skip`` (counted in ``data/skipped_rows``).
+    long_prompts: ``error`` or ``skip`` (counted in ``data/skipped_long_prompts`` too).
     columns: maps ``id``/``problem``/``answer`` to the file's column names.
     seed: the run's seed, from which every draw of prompts and answers derives (``nft.seeds``).
     report: where the epoch's ``RolloutReport`` goes (the pipeline shares it with the logging callbacks).
@@ -154,6 +156,7 @@ class OnlineMathDataModule(L.LightningDataModule):
         columns: dict | None = None,
         seed: int = 0,
         report: EpochReport | None = None,
+        long_prompts: str = "error",
     ) -> None:
         super().__init__()
         if batch.samples_per_prompt < 2 and dynamic_sampling.filter_groups:
@@ -161,6 +164,8 @@ class OnlineMathDataModule(L.LightningDataModule):
                 "data.batch.samples_per_prompt must be >= 2 when data.dynamic_sampling.filter_groups is on "
                 "(a group needs both kinds)"
             )
+        if long_prompts not in ("error", "skip"):
+            raise ValueError(f"data.long_prompts must be 'error' or 'skip', got {long_prompts!r}")
         self.train_path = train_path
         self.prompt = prompt
         self.generator = generator
@@ -175,9 +180,10 @@ class OnlineMathDataModule(L.LightningDataModule):
         self.columns = columns
         self.seed = seed
         self.report = report if report is not None else EpochReport()
+        self.long_prompts = long_prompts
         self.policy = None
         self.encoded: EncodedProblems | None = None
-        self.skipped_rows: dict[str, int] = {}  # bad rows skipped (on_bad_row=skip), by field
+        self.skipped_rows: dict[str, int] = {}  # rows skipped, by field ("prompt_tokens": long prompts)
 
     def connect(self, policy) -> None:
         """Late binding of the policy (see the module docstring)."""
@@ -207,7 +213,7 @@ class OnlineMathDataModule(L.LightningDataModule):
             self.prompt,
             self.policy.tokenizer,
             self.max_prompt_tokens,
-            "skip" if self.on_bad_row == "skip" else "error",
+            "skip" if "skip" in (self.on_bad_row, self.long_prompts) else "error",
             field_name=(self.columns or {}).get("problem", "problem"),
         )
         self.skipped_rows = dict(problem_set.skipped)
@@ -398,7 +404,8 @@ class OnlineMathDataModule(L.LightningDataModule):
             "rollout/steps": float(steps),
             "verify/timeouts": float(self.verifier.counters["timeouts"]),  # totals since the run started
             "verify/errors": float(self.verifier.counters["errors"]),
-            "data/skipped_rows": float(sum(self.skipped_rows.values())),
+            "data/skipped_rows": float(sum(self.skipped_rows.values())),  # bad rows and long prompts
+            "data/skipped_long_prompts": float(self.skipped_rows.get("prompt_tokens", 0)),
         }
 
 

@@ -35,7 +35,8 @@ class Benchmark:
     """A problem file (or hub dataset) and its protocol: ``samples`` answers per problem at these sampling settings.
 
     ``title`` heads the benchmark's column in results tables; ``columns`` maps ``id``/``problem``/``answer`` to the
-    source's column names; ``split`` is the hub dataset split; ``limit`` keeps the first N problems.
+    source's column names; ``split`` is the hub dataset split; ``limit`` keeps the first N problems; ``grader``
+    scores this benchmark with a grader of its own (a name of ``nft.verify.reference``; None: the run's verifier).
     """
 
     name: str
@@ -49,6 +50,7 @@ class Benchmark:
     limit: int | None = None
     columns: dict | None = None
     split: str = "test"
+    grader: str | None = None
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -70,13 +72,16 @@ class Benchmark:
 
     def protocol(self) -> dict:
         """What the records of this benchmark depend on (not ``limit``: more problems extend the same records)."""
-        return {
+        protocol = {
             "path": self.path,
             "samples": self.samples,
             "sampling": [self.temperature, self.top_p, self.top_k, self.max_new_tokens],
             "columns": self.columns,
             "split": self.split,
         }
+        if self.grader is not None:  # only then: records written before graders were named keep their protocol
+            protocol["grader"] = self.grader
+        return protocol
 
 
 class Evaluator:
@@ -110,6 +115,23 @@ class Evaluator:
         self.long_prompts = long_prompts
         self.seed = seed
         self._prepared: dict[str, EncodedProblems] = {}
+        self._graders: dict[str, MathVerifier] = {}  # a benchmark's own grader, one verifier each
+
+    def verifier_for(self, benchmark: Benchmark) -> MathVerifier:
+        """The run's verifier, or one with the benchmark's grader and the run's pool settings."""
+        if benchmark.grader is None or benchmark.grader == self.verifier.grader:
+            return self.verifier
+        if benchmark.grader not in self._graders:
+            v = self.verifier
+            self._graders[benchmark.grader] = MathVerifier(
+                v.num_workers, v.timeout, memory_mb=v.memory_mb, grader=benchmark.grader
+            )
+        return self._graders[benchmark.grader]
+
+    def close(self) -> None:
+        """Stop every verifier's workers."""
+        for verifier in (self.verifier, *self._graders.values()):
+            verifier.close()
 
     def prepare(self, benchmark: Benchmark, tokenizer) -> EncodedProblems:
         """Load and encode a benchmark's problems (once per evaluator)."""
@@ -140,7 +162,14 @@ class Evaluator:
         problems = prepared.problems
         seeds = [derive_seed(self.seed, "eval", benchmark.name, problems[i].id) for i in indices]
         answers, _ = answer_problems(
-            prepared, indices, seeds, benchmark.samples, benchmark.sampling(), generator, tokenizer, self.verifier
+            prepared,
+            indices,
+            seeds,
+            benchmark.samples,
+            benchmark.sampling(),
+            generator,
+            tokenizer,
+            self.verifier_for(benchmark),
         )
         return [
             {

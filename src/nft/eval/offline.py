@@ -57,7 +57,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         log.warning("interrupted: the answers so far are kept in %s; run the same command to resume", records_dir)
         raise SystemExit(130) from None
     finally:
-        evaluator.verifier.close()
+        evaluator.close()
         generator.close()
     metrics["val/average"] = evaluator.average(metrics)
     table = add_row(cfg.eval.dir, name, cells)

@@ -30,6 +30,7 @@ from functools import partial
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
 
+from nft.verify import reference
 from nft.verify.extract import DEFAULT_FALLBACKS, check_fallbacks
 from nft.verify.grader import fast_judgement, grade, warm_up
 
@@ -149,6 +150,8 @@ class MathVerifier:
             path is for the default grader only. Tests inject crashes and hangs with it.
         fallbacks: extraction fallbacks when not ``strict`` (names in ``nft.verify.extract.FALLBACKS``).
         memory_mb: address space each worker may add to what it inherits from the parent.
+        grader: ``default`` (ours, ``nft.verify.grader``) or a reference grader of ``nft.verify.reference`` by name
+            (``dapo_exact``, ``math_verify_boxed_gold``), which then decides every answer in the workers.
 
     ``counters``: ``answers`` scored, ``fast_path`` (decided in the parent), ``rejected`` (unsafe input, scored 0
     without sympy), ``timeouts`` and ``errors`` (see the module docstring). ``score`` is serialised by a lock.
@@ -162,7 +165,13 @@ class MathVerifier:
         grade_fn: Callable | None = None,
         fallbacks: Sequence[str] = DEFAULT_FALLBACKS,
         memory_mb: int = 1024,
+        grader: str = "default",
     ) -> None:
+        if grader != "default":  # the reference code's graders, by name
+            if grade_fn is not None:
+                raise ValueError("verifier: give grade_fn or a grader by name, not both")
+            grade_fn = reference.grade_fn(grader)
+        self.grader = grader
         if num_workers < 1 or timeout <= 0 or memory_mb < 64:
             raise ValueError("verifier: num_workers must be >= 1, timeout > 0 and memory_mb >= 64")
         self.fallbacks = check_fallbacks(fallbacks)
