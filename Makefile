@@ -30,6 +30,7 @@ test-slow: $(STAMP)  ## the long tests only (soak runs)
 	$(PYTHON) -m pytest -m slow $(ARGS)
 
 gpu-check: $(STAMP)  ## the GPU check on one CUDA device (no network, no download; report: runs/gpu_check.json)
+	@$(PYTHON) tests/require_cuda.py
 	$(PYTHON) -m pytest -m gpu tests/test_gpu.py -v -s $(ARGS)
 
 bench: $(BENCH_STAMP)  ## time one policy iteration of the fixed workload, side by side with TRL (last line: the median)
