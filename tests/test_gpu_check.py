@@ -43,6 +43,7 @@ def offline_environment(**env) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a download and an install of torch and the rest
 def test_gpu_check_installs_offline_from_a_folder_of_wheels(tmp_path):
     """``make wheels`` where packages can be downloaded, then ``make gpu-check`` with no index: the project, its
     dependencies and its build backend all come from the folder (here it stops at the guard, having no GPU)."""
