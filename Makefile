@@ -32,7 +32,25 @@ test-full: $(STAMP)  ## every test but the GPU, vLLM and soak ones: what CI runs
 test-slow: $(STAMP)  ## the long tests only (soak runs)
 	$(PYTHON) -m pytest -m slow $(ARGS)
 
-gpu-check: $(STAMP)  ## the GPU check on one CUDA device (no network, no download; report: runs/gpu_check.json)
+# gpu-check installs from $(WHEELS)/ alone when that folder exists (no index, no network); `make wheels` fills it on a
+# machine with a network, the same Python and platform. GPU_EXTRAS=dev,vllm adds vLLM to both.
+WHEELS     := wheels
+GPU_EXTRAS := dev
+GPU_STAMP  := $(VENV)/.gpu-installed-stamp
+OFFLINE    := $(if $(wildcard $(WHEELS)),--no-index --find-links $(WHEELS))
+
+.PHONY: wheels
+wheels:  ## download what gpu-check installs (dependencies and build backend) into wheels/, for a GPU machine offline
+	python3 -m pip download --quiet --disable-pip-version-check --dest $(WHEELS) \
+		'setuptools>=68' wheel '.[$(GPU_EXTRAS)]' $(ARGS)
+
+$(GPU_STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(OFFLINE) -e '.[$(GPU_EXTRAS)]'
+	touch $@
+
+gpu-check: $(GPU_STAMP)  ## the GPU check on one CUDA device (no network, no download; report: runs/gpu_check.json)
+	@$(PYTHON) tests/require_cuda.py
 	$(PYTHON) -m pytest -m gpu tests/test_gpu.py -v -s $(ARGS)
 
 bench: $(BENCH_STAMP)  ## time one policy iteration of the fixed workload, side by side with TRL (last line: the median)

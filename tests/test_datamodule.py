@@ -44,6 +44,9 @@ def test_truncated_answers_are_masked_out_of_the_loss_when_configured(tokenizer,
     datamodule.setup()
     [micro_batches] = datamodule.rollout(epoch=0)
     assert 0 < datamodule.epoch_stats["rollout/truncated_frac"] < 1
+    weights = list(tiny_model.parameters())  # the weight-sync proof's reach, logged each epoch: all of them
+    assert datamodule.epoch_stats["rollout/sync_tensors_compared"] == len(weights)
+    assert datamodule.epoch_stats["rollout/sync_elements_compared"] == sum(p.numel() for p in weights)
     counted = 0.0
     for batch in micro_batches:
         width = batch["response_mask"].shape[1]

@@ -10,7 +10,8 @@
   command with ``resume=auto`` continues it.
 
 Every figure goes to one JSON report (``NFT_GPU_REPORT``, default ``runs/gpu_check.json``). Marked ``gpu``: skipped
-where no CUDA device is visible. ``NFT_GPU_CHECK_DEVICE=cpu`` runs the same checks on the CPU with a small model, to
+where no CUDA device is visible, which ``make gpu-check`` refuses before pytest starts (``tests/require_cuda.py``).
+``NFT_GPU_CHECK_DEVICE=cpu`` runs the same checks on the CPU with a small model, to
 try the check itself where no GPU is lent (its figures then say nothing about a GPU).
 """
 

@@ -10,7 +10,15 @@ import torch
 
 from nft.pipeline import build
 from nft.rollout import integrity
-from nft.rollout.integrity import RolloutMismatchError, WeightSyncError, check_fingerprints, fingerprint
+from nft.rollout.integrity import (
+    EngineFingerprint,
+    RolloutMismatchError,
+    Shard,
+    WeightSyncError,
+    check_fingerprints,
+    fingerprint,
+    shard_fingerprint,
+)
 
 from .conftest import compose_train
 
@@ -48,16 +56,21 @@ class RecordMismatch:
 
 def test_a_fingerprint_sees_one_changed_element_and_equal_bits_match(monkeypatch):
     weights = torch.randn(3000, dtype=torch.float32).bfloat16()
-    assert fingerprint(weights) == fingerprint(weights.clone())
+    whole = Shard.whole(weights.shape)
+    exact = shard_fingerprint(weights, whole)
+    assert exact == shard_fingerprint(weights.clone(), whole) and exact[1] == 3000
     nudged = weights.clone()
     nudged[1234] = torch.nextafter(nudged[1234].float(), torch.tensor(10.0)).bfloat16()  # one bf16 step
     nudged[1234] += torch.finfo(torch.bfloat16).eps * nudged[1234].abs()
-    assert nudged[1234] != weights[1234] and fingerprint(nudged) != fingerprint(weights)
-    whole = fingerprint(weights)
-    monkeypatch.setattr(integrity, "CHUNK", 1000)  # chunked: the same value as in one piece
-    assert fingerprint(weights) == pytest.approx(whole, rel=1e-12)
-    with pytest.raises(WeightSyncError, match="no weight of the engine"):
-        check_fingerprints({"a": ((2,), 1.0)}, {"b": ((2,), 1.0)})
+    assert nudged[1234] != weights[1234] and shard_fingerprint(nudged, whole) != exact
+    assert fingerprint(nudged) != fingerprint(weights)  # the float form, kept for LoRA checkpoints
+    monkeypatch.setattr(integrity, "BITS_CHUNK", 1000)  # chunked: exactly the same value as in one piece
+    assert shard_fingerprint(weights, whole) == exact
+    whole_float = fingerprint(weights)
+    monkeypatch.setattr(integrity, "CHUNK", 1000)
+    assert fingerprint(weights) == pytest.approx(whole_float, rel=1e-12)
+    with pytest.raises(WeightSyncError, match="engine's a \\[2\\] is not one of the trainer's weights"):
+        check_fingerprints({"a": EngineFingerprint((2,), torch.bfloat16, 1, 2)}, {"b": ((2,), 1)})
 
 
 def test_a_faithful_engine_matches_the_trainer_to_float_rounding(tmp_path):

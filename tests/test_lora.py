@@ -116,7 +116,7 @@ def test_vllm_is_pushed_the_merged_weights_and_a_stale_engine_is_named(tiny_mode
     generator = VLLMGenerator(bucket_mb=0.05)
     engine = generator.llm = RecordingEngine()
     policy = PolicyHandle(model, tokenizer)
-    assert sync_and_check(generator, policy) == len(generator.fingerprints()[0])
+    assert sync_and_check(generator, policy).tensors == len(generator.fingerprints()[0])
     assert engine.loaded.keys() == dict(plain.named_parameters()).keys()  # no lora_A/B, no base_layer
     merged = copy.deepcopy(model).merge_and_unload()
     for name, param in merged.named_parameters():
@@ -125,7 +125,7 @@ def test_vllm_is_pushed_the_merged_weights_and_a_stale_engine_is_named(tiny_mode
         model.base_model.model.model.layers[1].self_attn.k_proj.lora_B["default"].weight.add_(0.5)  # an update
     with pytest.raises(WeightSyncError, match=r"model\.layers\.1\.self_attn\.qkv_proj\.weight"):
         check_fingerprints(*_stale_check(generator, policy))
-    assert sync_and_check(generator, policy) > 0  # synced again: it holds the update
+    assert sync_and_check(generator, policy).tensors > 0  # synced again: it holds the update
 
 
 # --- training ------------------------------------------------------------------------------------------------------

@@ -58,6 +58,25 @@ def test_vllm_requested_but_not_installed():
         validate(compose_train(["rollout.backend._target_=nft.rollout.vllm.VLLMGenerator"]))
 
 
+@pytest.mark.parametrize(
+    ("key", "value"), [("rollout.sampling.temperature", "2.5"), ("benchmarks.toy.temperature", "3")]
+)
+def test_vllm_refuses_a_temperature_over_2(key, value):
+    refused = f"{key}={value} is over 2, the highest temperature vLLM samples at (rollout=vllm)"
+    assert refused in problems(["rollout=vllm", f"{key}={value}"])
+    assert "temperature" not in problems(["rollout=vllm", f"{key}=2"])
+    validate(compose_train([f"{key}={value}"]))  # the transformers backend samples at any temperature
+
+
+def problems(overrides: list[str]) -> str:
+    """``validate``'s message ("" when valid): here rollout=vllm also reports vLLM missing."""
+    try:
+        validate(compose_train(overrides))
+    except ConfigError as error:
+        return str(error)
+    return ""
+
+
 def test_every_problem_is_reported_at_once_and_before_any_work(tmp_path):
     cfg = compose_train(["data.batch.groups_per_step=24", "+optim.learning_rate=0.1"], run_dir=tmp_path / "run")
     with pytest.raises(ConfigError) as error:

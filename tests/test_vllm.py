@@ -86,6 +86,9 @@ class RecordingEngine:
                 engine.loaded.update(weights)
                 engine.calls.append(("load_weights", len(weights)))
 
+            def named_modules(self):
+                return []  # no vLLM layers: every tensor whole, as at tensor_parallel_size=1
+
             def named_parameters(self):
                 fused = {}
                 for name, tensor in engine.loaded.items():
@@ -179,7 +182,8 @@ def test_the_sync_check_reads_the_engines_fused_weights_and_names_a_stale_one(ti
     policy = PolicyHandle(tiny_model, tokenizer)
     compared = sync_and_check(generator, policy)  # bf16 on both sides, q/k/v and gate/up concatenated
     names = generator.fingerprints()[0]
-    assert compared == len(names) and any(".qkv_proj." in name for name in names)  # every tensor, fused ones too
+    assert compared.tensors == len(names) and any(".qkv_proj." in name for name in names)
+    assert compared.elements == sum(p.numel() for p in tiny_model.parameters())  # every tensor, fused ones too
     with torch.no_grad():
         tiny_model.model.layers[1].self_attn.k_proj.weight.add_(0.5)  # trained, but the engine is not told
     with pytest.raises(WeightSyncError, match=r"model\.layers\.1\.self_attn\.qkv_proj\.weight"):
@@ -189,7 +193,7 @@ def test_the_sync_check_reads_the_engines_fused_weights_and_names_a_stale_one(ti
 
 def _stale_check(generator, policy):
     engine, fused = generator.fingerprints()  # no sync: what the engine still holds
-    wanted = {name: shape for name, (shape, _) in engine.items()}
+    wanted = {name: (held.full_shape, held.dtype) for name, held in engine.items()}
     return engine, trainer_fingerprints(policy.model, wanted, fused, generator.weight_dtype)
 
 

@@ -129,15 +129,16 @@ class PolicyModule(L.LightningModule):
         (``nft.shared_prompt``); the log-softmax is a gather minus a logsumexp, so no [b, T, V] log-prob tensor is
         materialised.
         """
-        with self._compute_precision():  # as in training_step: old_logp recomputed outside it matches the update's
+        with self.compute_precision():  # as in training_step: old_logp recomputed outside it matches the update's
             logits = response_logits(self.model if model is None else model, batch)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32
         if self.hparams.temperature != 1.0:
             logits = logits / self.hparams.temperature
         return logits.gather(-1, batch["response_ids"][..., None]).squeeze(-1) - logits.logsumexp(-1)
 
-    def _compute_precision(self):
-        """The trainer's compute precision (autocast under bf16-mixed); nothing outside a trainer."""
+    def compute_precision(self):
+        """The trainer's compute precision (autocast under bf16-mixed); nothing outside a trainer. The transformers
+        rollout samples under it too (``nft.rollout.hf``)."""
         trainer = self._trainer
         return trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
 

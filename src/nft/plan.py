@@ -2,8 +2,9 @@
 
 It plans ``trainer=fsdp`` (FSDP2 over every GPU; the default) and ``trainer=gpu`` (one GPU: float32 master weights,
 bf16 compute under autocast, the same terms with ``W = 1``, nothing gathered, and generation with the float32 weights
-themselves, so the KV cache is float32 too: ``rollout.backend.kv_cache_gb`` bounds it). ``check_fits`` refuses a run
-that cannot fit, naming the settings to change (``nft.pipeline`` calls it on a GPU before loading the model).
+themselves under the same autocast, so the KV cache is bf16: ``rollout.backend.kv_cache_gb`` bounds it).
+``check_fits`` refuses a run that cannot fit, naming the settings to change (``nft.pipeline`` calls it on a GPU before
+loading the model).
 
 Nothing is loaded: the config is composed as ``src/train.py`` would (with ``trainer=fsdp`` unless a trainer is given
 or an experiment picks a GPU one)
@@ -230,7 +231,10 @@ def plan(cfg: DictConfig) -> Plan:
     backend = cfg.rollout.backend
     rollout = "vllm" if str(backend._target_).endswith("VLLMGenerator") else "hf"
     rows = 0 if rollout == "vllm" else int(backend.max_batch_rows)
-    weight_bytes = b if sharded else base_bytes  # the gathered bf16 weights, the float32 masters or a LoRA base
+    # The KV cache's dtype: the gathered weights', autocast's under a mixed precision (the transformers rollout samples
+    # in the update's precision), else the weights' own (float32 masters or a LoRA base).
+    mixed = "mixed" in str(cfg.trainer.precision)
+    weight_bytes = b if sharded or mixed else base_bytes
     kv_cache = rows * (prompt + response) * 2 * layers * arch.kv_width * weight_bytes
     if rollout == "hf" and backend.get("kv_cache_gb") is not None:
         kv_cache = min(kv_cache, int(float(backend.kv_cache_gb) * 1e9))

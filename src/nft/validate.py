@@ -18,6 +18,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 HYDRA_KEYS = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
+VLLM_MAX_TEMPERATURE = 2.0  # vLLM's SamplingParams refuses more, at the first generate call
 
 
 class ConfigError(ValueError):
@@ -111,6 +112,22 @@ def _backend(cfg: DictConfig) -> Iterator[str]:
             "process groups after a job ends, so the second job would fail. Start one process per job instead, e.g. "
             "`for seed in 0 1 2; do python src/train.py seed=$seed ...; done` (or one SLURM job each)"
         )
+    if vllm:
+        yield from _vllm_temperatures(cfg)
+
+
+def _vllm_temperatures(cfg: DictConfig) -> Iterator[str]:
+    """The rollout's and the benchmarks' temperatures (the same engine samples both) within vLLM's range."""
+    temperatures = {"rollout.sampling.temperature": cfg.rollout.sampling.temperature}
+    for name, spec in (cfg.get("benchmarks") or {}).items():
+        if "temperature" in spec:  # else the benchmark's default, 1.0
+            temperatures[f"benchmarks.{name}.temperature"] = spec.temperature
+    for key, temperature in temperatures.items():
+        if temperature > VLLM_MAX_TEMPERATURE:
+            yield (
+                f"{key}={temperature} is over {VLLM_MAX_TEMPERATURE:g}, the highest temperature vLLM samples at "
+                "(rollout=vllm): lower it, or use rollout=hf"
+            )
 
 
 def _in_multirun() -> bool:

@@ -257,7 +257,7 @@ class OnlineMathDataModule(L.LightningDataModule):
     def rollout(self, epoch: int) -> list[list[dict[str, torch.Tensor]]]:
         """Generate, verify, filter and batch one epoch. Returns one list of micro-batches per optimizer step."""
         timings = {"time/generate": 0.0, "time/verify": 0.0, "time/old_logp": 0.0}
-        sync_and_check(self.generator, self.policy, f" before the rollout of epoch {epoch}")
+        compared = sync_and_check(self.generator, self.policy, f" before the rollout of epoch {epoch}")
         rounds = self._generation_rounds(epoch, timings)
         self.generator.release()
         steps = self._mini_batches(rounds.kept, epoch)
@@ -266,6 +266,8 @@ class OnlineMathDataModule(L.LightningDataModule):
             self._add_old_logp(steps)
             timings["time/old_logp"] = time.perf_counter() - start
         stats = {**self._stats(rounds, len(steps)), **timings}
+        stats["rollout/sync_tensors_compared"] = float(compared.tensors)  # the weight-sync proof's reach
+        stats["rollout/sync_elements_compared"] = float(compared.elements)
         samples = self._shown_samples(rounds.samples)
         self.report.rollout = RolloutReport(epoch, stats, samples)
         # Lightning ends `fit` on an empty epoch; an empty step keeps the run going and is counted instead.

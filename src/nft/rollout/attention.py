@@ -1,4 +1,4 @@
-"""Fast decoding on any device: attention without copying the KV cache per query head, and a preallocated cache.
+"""Fast decoding on a CPU: attention without copying the KV cache per query head, and a preallocated cache.
 
 transformers' ``sdpa`` attention repeats each key/value head for its query heads (``repeat_kv``: a copy of the whole
 cache, every layer, every decoding step) whenever a mask is passed, which it is as soon as prompts are left-padded.
@@ -7,7 +7,10 @@ one query token the attention is two small batched matmuls over the grouped head
 (the prefill, training) go to ``sdpa`` unchanged.
 
 ``grouped_decoding(model)`` switches a model whose attention is ``sdpa`` or ``eager`` to this function for the
-duration of a ``with`` block (the generator's); other implementations (flash attention on GPUs) are left alone.
+duration of a ``with`` block (the generator's); other implementations (flash attention on GPUs) are left alone. Only
+where it was measured to help: a model on the CPU computing in float32. On GPUs (never measured) and under autocast
+(where its bf16 scores and probabilities are rounded where ``sdpa``'s fused kernel keeps float32, and the rollout's
+log-probs would drift further from the update's full forward) ``sdpa`` stays.
 
 ``preallocated_cache`` holds each layer's keys and values in a buffer sized for prompt + answer, written in place:
 transformers' ``DynamicCache`` concatenates (allocates and copies the whole cache) at every step.
@@ -62,10 +65,13 @@ AttentionMaskInterface.register(NAME, sdpa_mask)
 
 @contextlib.contextmanager
 def grouped_decoding(model: torch.nn.Module):
-    """Use ``grouped_decoding_attention`` in ``model`` inside the block, when its attention is sdpa or eager."""
+    """Use ``grouped_decoding_attention`` in ``model`` inside the block, when its attention is sdpa or eager and it
+    computes in float32 on the CPU (module docstring)."""
     config = model.config
     previous = getattr(config, "_attn_implementation", None)
-    if previous not in ("sdpa", "eager"):
+    device = next(model.parameters()).device.type
+    measured = device == "cpu" and not torch.is_autocast_enabled(device)
+    if previous not in ("sdpa", "eager") or not measured:
         yield
         return
     config._attn_implementation = NAME

@@ -50,13 +50,13 @@ class Generator(Protocol):
 
     ``sync(policy)`` is the named weight-sync step: the current weights of ``policy.model`` become the sampling
     policy (``policy.tokenizer`` gives the stop tokens); ``fingerprints()`` returns the fingerprints of the weights
-    the engine now holds, in ``weight_dtype``, with the names of its fused projections, so that
-    ``nft.rollout.integrity.sync_and_check`` proves each sync; ``generate`` samples ``n`` answers per prompt;
-    ``release()``
-    says generation is over for now (vLLM frees its memory for training; the transformers backend has nothing to
-    free); ``close()`` ends the backend for good (its engine and files). ``seed`` is one seed per prompt, or one int
-    from which per-prompt seeds are derived by position: a prompt's answers depend only on its seed, not on the batch
-    it is in. ``tensor_parallel_size`` ranks share one engine and must call ``generate`` with the same prompts.
+    this rank of the engine now holds (``nft.rollout.integrity.EngineFingerprint``), with the names of its fused
+    projections, so that ``nft.rollout.integrity.sync_and_check`` proves each sync; ``generate`` samples ``n``
+    answers per prompt; ``release()`` says generation is over for now (vLLM frees its memory for training; the
+    transformers backend has nothing to free); ``close()`` ends the backend for good (its engine and files). ``seed``
+    is one seed per prompt, or one int from which per-prompt seeds are derived by position: a prompt's answers depend
+    only on its seed, not on the batch it is in. ``tensor_parallel_size`` ranks share one engine and must call
+    ``generate`` with the same prompts.
     """
 
     tensor_parallel_size: int
@@ -64,7 +64,7 @@ class Generator(Protocol):
 
     def sync(self, policy) -> None: ...
 
-    def fingerprints(self) -> tuple[dict[str, tuple[tuple[int, ...], float]], dict[str, list[str]]]: ...
+    def fingerprints(self) -> tuple[dict, dict[str, list[str]]]: ...
 
     def generate(
         self, prompts: Sequence[Sequence[int]], n: int, sampling: SamplingParams, seed: int | Sequence[int]

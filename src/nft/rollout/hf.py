@@ -11,10 +11,18 @@ answers. A LoRA policy samples with its current adapters, since it is the traini
 fingerprint compares its effective, merged weights with the trainer's). Under FSDP the full weights are gathered once
 per ``generate`` call (``nft.distributed.gathered_parameters``): decoding runs no collective, so ranks with different
 prompts and answer lengths never wait on each other.
+
+It samples in the precision the update computes in: under a policy module's mixed precision (``trainer=gpu``:
+bf16-mixed, float32 master weights) the decoding forwards run in the trainer's autocast, so the behaviour log-probs
+are the update's ``pi_old`` up to kernel order rather than those of the float32 masters (a gap of bf16 rounding that
+``integrity.warn_kl`` would report as a mismatch of the engine). A bare policy (evaluating a checkpoint) samples in
+its weights' own dtype. Under FSDP2 the update computes with bf16 parameters (``fsdp.param_dtype``) while generation
+gathers the float32 shards: that gap remains, and is measured by the mismatch metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -103,12 +111,15 @@ class HFGenerator:
         self.compact_when = compact_when
         self.show_progress = show_progress
         self.model = None
+        self.compute_precision = contextlib.nullcontext
         self.stop_ids: list[int] = []
         self.pad_id = 0
 
     def sync(self, policy) -> None:
         """The HF backend samples from the training model itself, so syncing is taking a reference to it."""
         self.model = policy.model
+        # A PolicyModule computes in its trainer's precision; a bare policy (model and tokenizer) in its own dtype.
+        self.compute_precision = getattr(policy, "compute_precision", contextlib.nullcontext)
         tokenizer = policy.tokenizer
         self.stop_ids = stop_token_ids(policy.model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
@@ -130,8 +141,10 @@ class HFGenerator:
         if self.model is None:
             raise RuntimeError("HFGenerator.generate called before sync(policy)")
         seeds = prompt_seeds(seed, len(prompts))
-        with gathered_parameters(self.model), grouped_decoding(self.model), torch.inference_mode():
-            return self._generate(prompts, n, sampling, seeds)
+        # The precision first: grouped_decoding is switched on only where it computes in float32.
+        with gathered_parameters(self.model), self.compute_precision(), grouped_decoding(self.model):
+            with torch.inference_mode():
+                return self._generate(prompts, n, sampling, seeds)
 
     def _generate(
         self, prompts: Sequence[Sequence[int]], n: int, sampling: SamplingParams, seeds: list[int]
@@ -170,6 +183,9 @@ class HFGenerator:
         config = self.model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         element = next(self.model.parameters()).element_size()
+        device = self._device().type
+        if torch.is_autocast_enabled(device):  # keys and values come out of autocast's matmuls (bf16)
+            element = torch.get_autocast_dtype(device).itemsize
         per_row = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * element * positions
         return max(1, min(self.max_batch_rows, self.kv_cache_bytes // per_row))
 

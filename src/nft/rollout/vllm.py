@@ -21,6 +21,13 @@ unchanged, every sync is the same full push the fingerprint checks, and the samp
 policy, which the trainer computes (vLLM's LoRA kernels add the adapter's product in the engine's dtype; the cost is a
 full sync per epoch instead of the adapters' few MB).
 
+The weight-sync proof (``nft.rollout.integrity``) reads each rank's shards where vLLM's layers put them
+(``engine_shard``, checked against vLLM 0.32's ``linear.py`` and ``vocab_parallel_embedding.py``): column-parallel
+layers hold a band of output rows (``qkv_proj``: its query heads, then its key and value heads, which ranks share when
+there are fewer KV heads than ranks; ``gate_up_proj``: a band of each part), row-parallel layers a band of input
+columns, vocabulary-parallel embeddings and LM heads a band of vocabulary rows padded to a multiple of 64; everything
+else (norms, row-parallel biases) is whole on every rank.
+
 Behaviour log-probs are vLLM's ``processed_logprobs``: after temperature, and after top-k/top-p renormalisation when
 those are on. With the training defaults (top_p 1, top_k 0) they are the transformers backend's log-probs
 ``log softmax(logits / temperature)``; with truncation on they differ from it (the trainer recomputes ``old_logp``
@@ -39,11 +46,11 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from nft.distributed import DTYPES
+from nft.distributed import DTYPES, rank_and_world
 from nft.lora import base_model, effective_parameters
 from nft.rollout.base import Completion, SamplingParams, prompt_seeds, stop_token_ids
-from nft.rollout.integrity import fingerprints
-from nft.rollout.weights import weight_buckets
+from nft.rollout.integrity import EngineFingerprint, Shard, shard_fingerprint
+from nft.rollout.weights import checkpoint_name, weight_buckets
 
 
 def import_vllm():
@@ -149,12 +156,15 @@ class VLLMGenerator:
         return DTYPES[self.dtype]
 
     def fingerprints(self) -> tuple[dict, dict]:
-        """The fingerprints of the engine's weights, read in the worker (``LLM.apply_model``; with the external
-        launcher this process's own), and the model's fused projections (``packed_modules_mapping``)."""
+        """The fingerprints of this rank's shards of the engine's weights, read in the worker (``LLM.apply_model``;
+        with the external launcher this process's own, tensor-parallel rank ``rank % tensor_parallel_size``), and the
+        model's fused projections (``packed_modules_mapping``)."""
+        size = self.tensor_parallel_size
+        rank = rank_and_world()[0] % size
 
         def collect(engine_model):
             fused = dict(getattr(engine_model, "packed_modules_mapping", {}) or {})
-            return fingerprints(engine_model.named_parameters()), fused
+            return engine_fingerprints(engine_model, rank, size), fused
 
         return self.llm.apply_model(collect)[0]
 
@@ -227,6 +237,72 @@ class VLLMGenerator:
         requests = [vllm.TokensPrompt(prompt_token_ids=list(map(int, p))) for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=self.show_progress)
         return [[_completion(answer) for answer in output.outputs] for output in outputs]
+
+
+def engine_fingerprints(engine_model, tp_rank: int, tp_size: int) -> dict[str, EngineFingerprint]:
+    """``{checkpoint name: EngineFingerprint}`` of one tensor-parallel rank's shards of the engine's weights."""
+    modules = dict(engine_model.named_modules())
+    out = {}
+    for name, param in engine_model.named_parameters():
+        owner, _, leaf = name.rpartition(".")
+        shard = engine_shard(modules.get(owner), leaf, tuple(param.shape), tp_rank, tp_size)
+        out[checkpoint_name(name)] = EngineFingerprint(shard.full_shape, param.dtype, *shard_fingerprint(param, shard))
+    return out
+
+
+def engine_shard(module, leaf: str, shape: tuple[int, ...], tp_rank: int, tp_size: int) -> Shard:
+    """Where the parameter ``leaf`` of a vLLM layer lies in the trainer's tensor, on tensor-parallel rank ``tp_rank``.
+
+    Read from the attributes vLLM 0.32's layers set in ``__init__`` (the layer's own ``tp_rank``/``tp_size``: 0 and 1
+    for a layer built with ``disable_tp``, whose weights every rank then holds whole). Layers are known by class name,
+    so that this runs without vLLM (tests build stand-ins); anything else is whole on every rank.
+    """
+    kinds = {cls.__name__ for cls in type(module).__mro__}
+    parallel = kinds & {"ColumnParallelLinear", "QKVParallelLinear", "MergedColumnParallelLinear"}
+    parallel |= kinds & {"RowParallelLinear", "VocabParallelEmbedding"}
+    if not parallel:
+        return Shard.whole(shape, tp_rank, tp_size)
+    if leaf not in ("weight", "bias"):
+        raise ValueError(f"{type(module).__name__}.{leaf}: the weight-sync proof reads unquantized weights only")
+    rank, size, rest = module.tp_rank, module.tp_size, shape[1:]
+    if "RowParallelLinear" in kinds and leaf == "bias":  # whole: added once, after the sum over ranks
+        shard = Shard.whole(shape, rank, size)
+    elif "RowParallelLinear" in kinds:  # a band of the input columns
+        per = module.input_size_per_partition
+        shard = Shard((module.output_size, module.input_size), ((0, rank * per, per, 0, 1),), dim=1)
+    elif "VocabParallelEmbedding" in kinds:  # ParallelLMHead too: rows past the real vocabulary are padding
+        start, end = module.shard_indices.org_vocab_start_index, module.shard_indices.org_vocab_end_index
+        shard = Shard((module.num_embeddings, *rest), ((0, start, end - start, 0, 1),))
+    elif "QKVParallelLinear" in kinds:
+        shard = _qkv_shard(module, rest)
+    else:  # MergedColumnParallelLinear (gate_up_proj: a band of each part) or ColumnParallelLinear (one part)
+        sizes = module.output_sizes if hasattr(module, "output_sizes") else [module.output_size]
+        runs, local, start = [], 0, 0
+        for part in sizes:
+            per = part // size
+            runs.append((local, start + rank * per, per, 0, 1))
+            local, start = local + per, start + part
+        shard = Shard((sum(sizes), *rest), tuple(runs))
+    if size == 1 and tp_size > 1:  # disable_tp: whole on every rank of the engine
+        shard = Shard(shard.full_shape, tuple(run[:3] + (tp_rank, tp_size) for run in shard.runs), shard.dim)
+    return shard
+
+
+def _qkv_shard(module, rest: tuple[int, ...]) -> Shard:
+    """The rank's query heads, then its key and value heads: with fewer KV heads than ranks, each KV head is held by
+    ``num_kv_head_replicas`` consecutive ranks (``QKVParallelLinear.weight_loader``: ``tp_rank // replicas``)."""
+    q, k = module.num_heads * module.head_size, module.num_kv_heads * module.head_size
+    v = module.num_kv_heads * module.v_head_size
+    total_q, total_k = module.total_num_heads * module.head_size, module.total_num_kv_heads * module.head_size
+    total_v = module.total_num_kv_heads * module.v_head_size
+    kv_rank, replica = divmod(module.tp_rank, module.num_kv_head_replicas)
+    replicas = module.num_kv_head_replicas
+    runs = (
+        (0, module.tp_rank * q, q, 0, 1),
+        (q, total_q + kv_rank * k, k, replica, replicas),
+        (q + k, total_q + total_k + kv_rank * v, v, replica, replicas),
+    )
+    return Shard((total_q + total_k + total_v, *rest), runs)
 
 
 def _completion(answer) -> Completion:
