@@ -1,4 +1,4 @@
-"""The answer families of issue 16, each both ways (a right variant, a near miss) in both modes, and one case or two
+"""The answer families, each both ways (a right variant, a near miss) in both modes, and one case or two
 per grading convention listed in ``nft.verify.grader``'s docstring.
 
 A family case is (response, reference, lenient verdict, strict verdict): lenient is ``strict=False`` (evaluation,
@@ -56,6 +56,12 @@ PERCENT_WORDS = [
     ("\\boxed{0.15 percent}", "15\\%", False, False),
     ("\\boxed{2 1/3 \\%}", "\\frac{7}{3}\\%", True, True),
     ("\\boxed{2 1/3 \\%}", "\\frac{2}{3}\\%", False, False),
+    ("\\boxed{2 1/2 \\%}", "2.5\\%", True, True),  # the percent applies to the whole mixed number
+    ("\\boxed{2 1/2 \\%}", "0.025", True, True),
+    ("\\boxed{2 1/2 \\%}", "5/2", False, False),
+    ("\\boxed{5/2}", "2 1/2 \\%", False, False),
+    ("\\boxed{2.5\\%}", "2.5", True, True),  # between plain numbers the sign may be dropped
+    ("\\boxed{2.5\\%}", "\\frac{5}{2}", False, False),
 ]
 
 DECIMAL_COMMAS_AND_UNITS = [
@@ -88,6 +94,64 @@ MIXED_NUMBERS = [
     ("\\boxed{-2 1/3}", "-\\frac{7}{3}", True, True),
     ("\\boxed{2 1/3}", "\\frac{2}{3}", False, False),
     ("\\boxed{21/3}", "7/3", False, False),
+    ("\\boxed{3\n1/4}", "13/4", False, False),  # two lines: two numbers
+    ("3\n1/4", "13/4", False, False),
+    ("\\boxed{3 1/4}", "13/4", True, True),
+    ("The answer is 3 1/4.", "13/4", True, False),
+    ("\\boxed{2 5/3}", "11/3", False, False),  # not a proper fraction: no mixed number
+    ("\\boxed{7 0/3}", "7", False, False),
+]
+
+UNDEFINED = [  # a zero denominator equals nothing
+    ("\\boxed{0/0}", "0", False, False),
+    ("\\boxed{0/1}", "0", True, True),
+    ("0/0", "0", False, False),
+    ("7 0/0", "0", False, False),
+    ("7 0/0", "7", False, False),
+    ("\\boxed{7 0/0}", "7", False, False),
+    ("\\boxed{7\\frac{0}{0}}", "7", False, False),
+    ("\\boxed{\\frac{5}{0}}", "0", False, False),
+    ("\\boxed{\\frac{5}{0}}", "5", False, False),
+    ("\\boxed{\\frac{5}{0}}", "\\infty", False, False),
+    ("$\\frac{5}{0}$", "\\frac{5}{0}", True, False),  # the same text is the same answer, however odd
+    ("\\boxed{\\frac{5}{1}}", "5", True, True),
+    ("\\boxed{\\frac{x}{0}}", "x/2", False, False),
+    ("\\boxed{\\frac{x}{2}}", "x/2", True, True),
+    ("\\boxed{0/0 + 1}", "1", False, False),
+    ("\\boxed{\\frac{3}{0}}", "\\frac{3}{0.0}", False, False),
+]
+
+PRECISION = [  # a decimal against a decimal reference: the same number, no rounding either way
+    ("\\boxed{0.4167}", "0.417", False, False),
+    ("\\boxed{0.417}", "0.4167", False, False),
+    ("The answer is 0.4167", "0.417", False, False),
+    ("\\boxed{0.4170}", "0.417", True, True),
+    ("\\boxed{0.417}", "0.417", True, True),
+    ("\\boxed{\\frac{5}{12}}", "0.4167", True, True),  # an exact answer rounds to the decimal reference
+    ("\\boxed{\\frac{5}{12}}", "0.4166", False, False),
+    ("\\boxed{4.5 \\times 10^{33}}", "4.50e33", True, True),
+    ("\\boxed{4.49 \\times 10^{33}}", "4.5e33", False, False),
+    ("\\boxed{0.333}", "0.3333", False, False),
+    ("\\boxed{0.4166666666666667}", "\\frac{5}{12}", True, True),  # a float's precision, for an exact reference
+    ("\\boxed{0.4167}", "\\frac{5}{12}", False, False),
+]
+
+SEQUENCES = [  # an ellipsis makes an open sequence; a comma then a space makes a list, not a thousands separator
+    ("\\boxed{2, 4, 6, \\dots}", "2, 4, 6", False, False),
+    ("\\boxed{2, 4, 6, \\ldots}", "2, 4, 6", False, False),
+    ("\\boxed{2,4,6,...}", "2,4,6", False, False),
+    ("The answer is 2, 4, 6, \\dots", "2, 4, 6", False, False),
+    ("\\boxed{2, 4, 6}", "2, 4, 6, \\ldots", False, False),
+    ("\\boxed{2, 4, 6, \\ldots}", "2, 4, 6, \\dots", True, True),
+    ("\\boxed{2, 4, 6, \\dots}", "2, 4, 8, \\dots", False, False),
+    ("\\boxed{6, 4, 2}", "2, 4, 6", True, True),
+    ("\\boxed{12, 500}", "12500", False, False),
+    ("12, 500", "12500", False, False),
+    ("\\boxed{12500}", "12, 500", False, False),
+    ("\\boxed{12,500}", "12, 500", False, False),
+    ("\\boxed{12,500}", "12500", True, True),
+    ("\\boxed{500, 12}", "12, 500", True, True),
+    ("The answer is 12,500", "12500", True, False),
 ]
 
 RELATIONS = [
@@ -172,6 +236,9 @@ FAMILIES = {
     "percent_words": PERCENT_WORDS,
     "decimal_commas_and_units": DECIMAL_COMMAS_AND_UNITS,
     "mixed_numbers": MIXED_NUMBERS,
+    "undefined": UNDEFINED,
+    "precision": PRECISION,
+    "sequences": SEQUENCES,
     "relations": RELATIONS,
     "several_boxes": SEVERAL_BOXES,
     "equations": EQUATIONS,
@@ -214,8 +281,9 @@ CONVENTIONS = {  # one case or two per rule of grader's docstring: (response, re
     "Formatting": [("\\boxed{\\textbf{025}}", "25", True), ("\\boxed{\\frac{\\pi}{2}}", "90^\\circ", False)],
     "Units": [("\\boxed{10 cm}", "10", True), ("\\boxed{100 cm}", "1", False)],
     "Exact numbers": [("\\boxed{0.75}", "\\frac{3}{4}", True), ("\\boxed{0.7}", "\\frac{3}{4}", False)],
+    "Undefined values": [("\\boxed{\\frac{0}{1}}", "0", True), ("\\boxed{\\frac{0}{0}}", "0", False)],
     "Mixed numbers": [("\\boxed{3\\frac{1}{2}}", "3.5", True), ("\\boxed{3\\frac{1}{2}}", "1.5", False)],
-    "Decimal tolerance": [("\\boxed{0.4896}", "0.49", True), ("\\boxed{0.5}", "0.49", False)],
+    "Decimal precision": [("\\boxed{0.490}", "0.49", True), ("\\boxed{0.4896}", "0.49", False)],
     "Float precision": [("\\boxed{0.666666666666667}", "2/3", True), ("\\boxed{0.666667}", "2/3", False)],
     "Decimal comma": [("\\boxed{0,050}", "0.05", True), ("\\boxed{1.22}", "1,22", False)],
     "Percent": [("\\boxed{25 percent}", "0.25", True), ("\\boxed{0.25}", "25", False)],
