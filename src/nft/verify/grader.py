@@ -353,9 +353,11 @@ def clear_caches() -> None:
 
 @lru_cache(maxsize=1)
 def warm_up() -> None:
-    """One symbolic comparison, so that forked workers inherit sympy's and the LaTeX parser's warm state (the first
-    comparison in a process costs most of a second)."""
+    """Two symbolic comparisons, an expression and an equation, so that forked workers inherit sympy's and the LaTeX
+    parser's warm state: the first comparison in a process costs most of a second, and the first equation (sympy's
+    solver) half a second more, enough for a one-shot worker on a loaded machine to time out."""
     symbolic_verdict("x+1", "1+x")
+    symbolic_verdict("2y=x+3", "y=x/2+3/2")
 
 
 def grade(
