@@ -230,6 +230,50 @@ LONG_DECIMALS = [
     ("\\boxed{0.3333333}", "\\frac{1}{3}", False, False),
 ]
 
+WORKED = (  # the body of a long worked solution, before its final sentence
+    "We count the outcomes of two dice. There are $36$ outcomes in all, and the favourable ones are those where the "
+    "sum is even or a multiple of three; listing them by the first die gives $4 + 4 + 4 + 4 + 4 + 4 = 24$ of them. "
+)
+
+LENIENT_READINGS = [  # answers written in prose, or in forms a plain reading misses
+    ("So the total is 2,500.75 USD", "2500.75", True, False),
+    ("So the total is 2,500.70 USD", "2500.75", False, False),
+    ("It is 1,250.5 m\u00b2", "1250.5", True, False),
+    ("It is 1,250.6 m\u00b2", "1250.5", False, False),
+    ("\\boxed{1,250.5 m^2}", "1250.5", True, True),
+    ("\\boxed{5 x^2}", "5", False, False),
+    ("The answer is #### 42", "42", True, False),
+    ("The answer is #### 24", "42", False, False),
+    ("first [12], then [15].", "15", True, False),
+    ("first [15], then [12].", "15", False, False),
+    ("$23 \\bmod 6 = 5$", "5", True, False),
+    ("$23 \\bmod 6 = 4$", "5", False, False),
+    ("\\boxed{23 \\bmod 6 = 5}", "5", True, True),
+    ("\\boxed{2x = 10}", "5", False, False),
+    ("\\boxed{3} \\quad \\boxed{-1}", "3, -1", True, True),
+    ("\\boxed{3} \\quad \\boxed{1}", "3, -1", False, False),
+    ("\\boxed{x = 3} \\quad \\boxed{y = -1}", "x = 3, y = -1", True, True),
+    ("\\boxed{x = 3} \\quad \\boxed{y = 1}", "x = 3, y = -1", False, False),
+    ("\\boxed{3, -1}", "\\boxed{3} and \\boxed{-1}", True, True),
+    ("\\boxed{3, -1}", "\\boxed{3} \\quad \\boxed{-1}", True, True),
+    ("\\boxed{3, 1}", "\\boxed{3} and \\boxed{-1}", False, False),
+    ("It is not A, and C fails, so D", "D", True, False),
+    ("It is not A, and C fails, so D", "(D) 12", True, False),
+    ("It is not D, and C fails, so A", "D", False, False),
+    ("\\boxed{\\sqrt{2 R C}}", "\\sqrt{2 C R}", True, True),
+    ("\\boxed{\\sqrt{2 R_1 C_2}}", "\\sqrt{2 C_{2} R_{1}}", True, True),
+    ("\\boxed{\\sqrt{2 R_1 C_1}}", "\\sqrt{2 C_{2} R_{1}}", False, False),
+    ("\\boxed{\\frac{G M_{\\odot} m}{R}}", "\\frac{G m M_{\\odot}}{R}", True, True),
+    ("\\boxed{\\frac{1}{2} m v_0^2}", "\\frac{1}{2} v_0^2 m", True, True),
+    ("\\boxed{\\frac{1}{2} m v_0^2}", "\\frac{1}{2} v_0^2", False, False),  # `m` is no unit here
+    ("\\boxed{v t}", "v", False, False),
+    (WORKED + "Hence the probability is $\\frac{2}{3}$.", "\\frac{2}{3}", True, False),
+    (WORKED + "Hence the probability is 2/3.", "\\frac{2}{3}", True, False),
+    (WORKED + "Hence the probability is 1/3.", "\\frac{2}{3}", False, False),
+    (WORKED + "So the probability is 2/3 or 1/3.", "\\frac{2}{3}", False, False),
+    (WORKED + "Then the probability is 2/3.", "\\frac{2}{3}", False, False),  # not a conclusion: no answer
+]
+
 FAMILIES = {
     "prose": PROSE,
     "references": REFERENCES,
@@ -245,6 +289,7 @@ FAMILIES = {
     "choices": CHOICES,
     "formatting": FORMATTING,
     "long_decimals": LONG_DECIMALS,
+    "lenient_readings": LENIENT_READINGS,
 }
 CASES = [pytest.param(*case, id=f"{family}-{i}") for family, cases in FAMILIES.items() for i, case in enumerate(cases)]
 

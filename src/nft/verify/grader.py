@@ -3,12 +3,14 @@
 Conventions (graders differ; these are ours). Each bullet's label names a rule that
 ``tests/test_verify_families.py`` pins with a case or two:
 
-- Extraction: the last ``\\boxed{}`` (adjacent boxes joined by commas or "and" form one list:
-  ``\\boxed{(1,3)} and \\boxed{(4,0)}``); in strict mode (DAPO's rule, the training default) nothing else.
+- Extraction: the last ``\\boxed{}`` (adjacent boxes joined by commas, "and" or ``\\quad`` form one list:
+  ``\\boxed{(1,3)} and \\boxed{(4,0)}``, ``\\boxed{3} \\quad \\boxed{-1}``, in a response or a reference); in strict
+  mode (DAPO's rule, the training default) nothing else.
 - Prose: in lenient mode (``strict=False``: evaluation and ``is_correct``) a response without a box is read by
   the fallbacks of ``nft.verify.extract``: "Final answer: ...", "Answer: 64", "#### 64", a closing ``$...$``,
-  "So the answer is 17", a short bare answer; a single sentence with one "is" keeps what follows it ("The area is
-  [36]." is ``36``), so "x is 5 or x is 6" is no answer.
+  "So the answer is 17" (or "The answer is #### 17"), a concluding last sentence ("... Hence the probability is
+  2/3."), a short bare answer; a single sentence with one "is" keeps what follows it ("The area is [36]." is
+  ``36``; "first [12], then [15]." is ``15``), so "x is 5 or x is 6" is no answer.
 - References: read by the same rules, whatever the mode: the last box, else the text after "the answer is",
   "result:" and the like ("The answer is 7.0" is ``7.0``), else the whole reference (bare or ``$...$``).
 - Formatting: none of these matters: ``$``, ``\\left``/``\\right``, LaTeX spacing, ``\\dfrac``, outer braces, bold
@@ -17,9 +19,10 @@ Conventions (graders differ; these are ours). Each bullet's label names a rule t
   (``90^\\circ`` is ``90``, never ``\\pi/2``), and the spelling of a relation (``>=``, ``\\ge``, ``\\geq``,
   ``\\geqslant``; ``\\gt`` is ``>``; ``!=`` and ``\\ne`` are ``\\neq``).
 - Units: a unit or currency after a value, in ``\\text{}``/``\\mbox{}`` or as a bare word of two letters or more
-  (``5.4 \\text{ cents}``, ``12.5 kg``, ``3,75 EUR``, ``30 km/h``), is ignored, not converted (``100 cm`` does not
-  match ``1``), as in MATH's grading; a one-letter word is no unit here (``2 x`` is not ``2``; math-verify
-  still reads a few, ``5 m``).
+  (``5.4 \\text{ cents}``, ``12.5 kg``, ``3,75 EUR``, ``30 km/h``, ``2,500.75 USD``), or square and cubic metres
+  (``1,250.5 m²``, ``m^2``), is ignored, not converted (``100 cm`` does not match ``1``), as in MATH's grading; a
+  one-letter word is no unit here (``2 x`` is not ``2``, nor ``5 m`` ``5``, nor ``v t`` ``v``: math-verify would drop
+  such a letter as a unit).
 - Exact numbers: integers, decimals, ``a/b``, ``\\frac{a}{b}``, ``4.5e33``, ``4.5\\times10^{33}``, ``10^3``
   compare as exact rationals: ``0.75`` matches ``\\frac{3}{4}``; a numeric expression (``3^2``, ``2+3``) is its
   value (through sympy).
@@ -52,16 +55,20 @@ Conventions (graders differ; these are ours). Each bullet's label names a rule t
 - Equations: ``x = 3`` matches ``3`` and ``3`` matches ``x = 3`` (``y = 2x + 1`` and ``2x + 1`` alike); two
   assignments of values to different variables differ (``x = 3`` is not ``y = 3``); other pairs of equations
   match when they have the same solutions (math-verify solves both: ``3x - 6y + 9 = 0`` is ``y = x/2 + 3/2``,
-  ``x^2 = 4`` is not ``x = 2``).
+  ``x^2 = 4`` is not ``x = 2``). Against a number, a computation without variables is its right-hand side
+  (``23 \\bmod 6 = 5`` is ``5``).
 - Multiple choice: a reference letter A-E (``(B)``, ``\\text{(B)}``, ``B``, or with the option's text: ``(A)
   Paris``, ``B Boston``) is matched by the same letter, case-insensitively when alone, also at the head of a
-  phrase (``(B) 12``, ``B. the others fail``, ``A, since B fails``), or by the option's text alone (``Boston``);
-  two letters (``A, B``) and anything else are wrong.
+  phrase (``(B) 12``, ``B. the others fail``, ``A, since B fails``), after a concluding word at the end ("It is
+  not A, and C fails, so D"), or by the option's text alone (``Boston``); two letters (``A, B``) and anything
+  else are wrong.
 - Text answers: a reference in ``\\text{}`` (``\\text{Evelyn}``) compares as words, case-insensitively.
 - Symbolic: everything else (radicals, pi, expressions, intervals with expressions, matrices, inequalities) is
   decided by math-verify's ``verify`` with its defaults (floats rounded to 6 decimals there), after one shortcut:
-  two expressions whose values clearly differ at a generic point are different without ``simplify``.
-  math-verify's string fallback (a piece of text it could not parse) never counts as a match.
+  two expressions whose values clearly differ at a generic point are different without ``simplify``. Products
+  match in any order, also of subscripted symbols and inside roots and fractions (``\\sqrt{2 R C}`` is
+  ``\\sqrt{2 C R}``; ``M_{\\odot}`` is read as a name). math-verify's string fallback (a piece of text it could not
+  parse) never counts as a match.
 
 Departures from the reference code (NVlabs/NFT ``verifier.py``: math-verify's ``math_metric``, the reference
 wrapped in ``\\boxed{}``, the prediction extracted anywhere in the response by math-verify's LaTeX and expression
@@ -109,8 +116,10 @@ from nft.verify.normalize import (
     canonical,
     choice_letter,
     choice_option,
+    concluded_choice,
     decimal_comma,
     has_ellipsis,
+    parse_number,
     parse_value,
     split_assignment,
     text_answer,
@@ -124,6 +133,9 @@ _BIG_EXPONENT = re.compile(r"\^\s*\{?\s*[+-]?\d{6}")
 _BIG_FACTORIAL = re.compile(r"\d{6}[\s)}]*!|!\s*!\s*!")
 _COMMAND = re.compile(r"\\[a-zA-Z]+")
 _SCIENTIFIC = re.compile(r"(?<=\d)[eE]([+-]?\d+)(?![a-zA-Z])")
+# A one-letter factor after a space (`v t`, `\frac{1}{2}v_0^2 m`): math-verify would drop it as a unit (metres,
+# seconds); braced, it stays a symbol.
+_LONE_LETTER = re.compile(r"(?<= )([a-zA-Z])(?=$| |[-+*/=,)\]}])")
 
 
 class _NoTimeoutWarning(logging.Filter):
@@ -234,12 +246,12 @@ def read_reference(answer: str) -> Reference | None:
 
 def _symbolic(text: str, value: object = None) -> str:
     """``text`` as math-verify should read it: an exact number as an integer or ``\\frac``, ``4.5e33`` (which it
-    would read as 4.5 * e * 33) as ``4.5\\times10^{33}``."""
+    would read as 4.5 * e * 33) as ``4.5\\times10^{33}``, a one-letter factor after a space braced (``v {t}``)."""
     if isinstance(value, Number) and isinstance(value.value, Fraction) and value.ulp is None:
         number = value.value
         body = f"\\frac{{{number.numerator}}}{{{number.denominator}}}" if number.denominator > 1 else str(number)
         return body + ("%" if value.percent else "")
-    return _SCIENTIFIC.sub(r"\\times10^{\1}", text)
+    return _LONE_LETTER.sub(r"{\1}", _SCIENTIFIC.sub(r"\\times10^{\1}", text))
 
 
 @dataclass(frozen=True)
@@ -274,12 +286,14 @@ def fast_judgement(
     if has_ellipsis(predicted) != has_ellipsis(reference.text):  # `2, 4, 6, \dots` is not the list `2, 4, 6`
         return Judgement(False)
     if reference.choice is not None:  # the letter, or else the option's text
-        letter = choice_letter(predicted, loose=True)
+        letter = choice_letter(predicted, loose=True) or concluded_choice(predicted)
         words = text_answer(predicted, wrapped_only=False) if letter is None else None
         return Judgement(letter == reference.choice if letter else words is not None and words == reference.words)
     if reference.words is not None:
         return Judgement(text_answer(predicted, wrapped_only=False) == reference.words)
     variable, right = split_assignment(predicted)
+    if variable is None and isinstance(reference.value, Number) and "=" not in reference.text:
+        right = _computed_value(predicted) or right
     if variable != reference.variable and "=" in predicted and "=" in reference.text:
         # Two equations, not assignments to one variable: same solution set (`3x-6y+9=0`, `y=x/2+3/2`), or, for
         # assignments of values, different (`x = 3` is not `y = 3`). Otherwise the variable is dropped (`x=3` is `3`).
@@ -290,6 +304,15 @@ def fast_judgement(
         value = decimal_comma(right) or value  # `3,75` against one number is 3.75; `3, 75` stays a list
     verdict = values_equal(value, reference.value) if value is not None else None
     return Judgement(verdict, _symbolic(right), reference.symbolic)
+
+
+def _computed_value(text: str) -> str | None:
+    """The right-hand side of a computation that ends in a number (``23 \\bmod 6=5``: ``5``), or None. Only for
+    a left-hand side without variables: ``2x=10`` is no computation of ``10``."""
+    left, equals, right = text.rpartition("=")
+    if not equals or re.search("[a-zA-Z]", _COMMAND.sub("", left)) or parse_number(right) is None:
+        return None
+    return right
 
 
 @lru_cache(maxsize=1024)

@@ -19,6 +19,7 @@ FLOAT_DIGITS = 15  # a decimal with this many significant digits is a float's va
 _UNICODE = str.maketrans(
     {"\u2212": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u03c0": "\\pi ", "\u00b0": ""}
     | {"\u2265": "\\geq ", "\u2264": "\\leq ", "\u20ac": "", "\u00a3": "", "\u00a5": ""}  # >= <= euro pound yen
+    | {"\u00b2": "^2", "\u00b3": "^3"}  # squared, cubed
 )
 _DELIMITERS = re.compile(r"\\[()\[\]]|\\?\$")
 _SPACING = re.compile(r"\\[,;:!]|(?<!\\)\\(?=\s)|\\q?quad(?![a-zA-Z])|\\(?:display|text)style(?![a-zA-Z])|~")
@@ -37,13 +38,14 @@ _RELATIONS = (  # one spelling per relation: `\geq`, `\leq`, `\neq`, `>`, `<`
     (re.compile(r"\\lt(?![a-zA-Z])"), "<"),
 )
 _SUBSCRIPT = re.compile(r"_\{([a-zA-Z0-9])\}")  # `b_{k}` is `b_k`
+_SUBSCRIPT_COMMAND = re.compile(r"_\{\\([a-zA-Z]+)\}")  # `M_{\odot}` is `M_{odot}`, a name the LaTeX parser reads
 # A unit in text after a value: `5.4 \text{ cents}`, `15\mbox{ cm}^2`, `\frac{270}7\text{ degrees}`.
 _TEXT_UNIT = re.compile(
     r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm|textnormal)\s*\{\s*[a-zA-Z][a-zA-Z ./]*\}(?:\^\{?\d\}?)?$"
 )
-# A unit or currency as a bare word after a number: `12.5 kg`, `3,75 EUR`, `60 degrees`, `30 km/h` (one letter is a
-# variable, `2 x`; `pi` is a number).
-_WORD_UNIT = re.compile(r"(?<=\d) (?!pi$)(?:[a-zA-Z]{2,}|[a-zA-Z]+(?:/[a-zA-Z]+)+)(?:\^\{?\d\}?)?$")
+# A unit or currency as a bare word after a number: `12.5 kg`, `3,75 EUR`, `60 degrees`, `30 km/h`, `1250.5 m^2` (one
+# letter is a variable, `2 x`, except square and cubic metres; `pi` is a number).
+_WORD_UNIT = re.compile(r"(?<=\d) (?!pi$)(?:[a-zA-Z]{2,}|[a-zA-Z]+(?:/[a-zA-Z]+)+|m(?=\^\{?[23]\}?$))(?:\^\{?\d\}?)?$")
 _BOLD = re.compile(r"\\(?:mathbf|textbf|boldsymbol|bm)\s*\{")
 _COMMAND_SPACE = re.compile(r"(\\[a-zA-Z]+) +(?![a-zA-Z])")  # LaTeX ignores spaces after a control word
 # Spaces that separate nothing; the one in `12, 500` stays (two numbers, where `12,500` is one).
@@ -72,6 +74,10 @@ _CHOICE_PREFIX = re.compile(r"(?:\\(?:text|textbf|mathrm|mathbf)\{)?\(([A-Ea-e])
 # `B.the others fail`, `A,since B fails`, `B Boston` (canonical text): a capital letter, then a mark or the option's
 # capitalised text, and no second letter after it (`A,B` is two choices).
 _CHOICE_LEAD = re.compile(r"\(?([A-E])(?:[.,:)](?![-+*/^=\d])| (?=[A-Z]))(?!\(?[A-E](?![a-zA-Z]))")
+# The letter a sentence concludes with, after naming and rejecting others: "It is not A, and C fails, so D".
+_CHOICE_CONCLUDED = re.compile(
+    r"(?:^|[\s,;.])(?i:so|thus|therefore|hence|the answer is|answer:?)\s*(?i:option|choice)?\s*\(?([A-E])\)?$"
+)
 _CHOICE_WORD = re.compile(r"^(?:option|choice) ?", re.IGNORECASE)
 _CHOICE_MARK = re.compile(r"\(?[A-Ea-e]\)?[.,:]? ?")  # what precedes the option's text
 _WORDS = re.compile(r"[A-Za-z][A-Za-z0-9 ,'-]*")
@@ -95,6 +101,7 @@ def canonical(answer: str) -> str:
         (_ELLIPSIS, r"\\dots "),
         (_PERCENT, "%"),
         (_SUBSCRIPT, r"_\1"),
+        (_SUBSCRIPT_COMMAND, r"_{\1}"),
         *_RELATIONS,
     ):
         text = pattern.sub(replacement, text)
@@ -326,6 +333,12 @@ def choice_letter(text: str, loose: bool = False) -> str | None:
     loose_match = (_CHOICE_PREFIX.match(inner) or _CHOICE_LEAD.match(inner)) if loose else None
     match = _CHOICE.fullmatch(inner) or loose_match
     return match.group(1).upper() if match else None
+
+
+def concluded_choice(text: str) -> str | None:
+    """The letter after a final "so", "thus", "therefore" or "hence" (``It is not A,and C fails,so D``), or None."""
+    match = _CHOICE_CONCLUDED.search(text[-200:])
+    return match.group(1) if match else None
 
 
 def choice_option(text: str) -> tuple[str, str | None] | None:
