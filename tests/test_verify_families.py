@@ -185,6 +185,8 @@ EQUATIONS = [
     ("\\boxed{x^2 = 4}", "x = 2", False, False),
     ("\\boxed{b_{k} = 3k - 1}", "b_k=3k-1", True, True),
     ("\\boxed{b_{k} = 3k + 1}", "b_k=3k-1", False, False),
+    ("\\boxed{\\frac{dM}{dt} = 10 M}", "\\frac{dM}{dt}=10M", True, True),  # the same left-hand side
+    ("\\boxed{\\frac{dM}{dt} = 11}", "\\frac{dM}{dt}=10", False, False),  # unsolvable for sympy, still different
 ]
 
 CHOICES = [

@@ -55,8 +55,9 @@ Conventions (graders differ; these are ours). Each bullet's label names a rule t
 - Equations: ``x = 3`` matches ``3`` and ``3`` matches ``x = 3`` (``y = 2x + 1`` and ``2x + 1`` alike); two
   assignments of values to different variables differ (``x = 3`` is not ``y = 3``); other pairs of equations
   match when they have the same solutions (math-verify solves both: ``3x - 6y + 9 = 0`` is ``y = x/2 + 3/2``,
-  ``x^2 = 4`` is not ``x = 2``). Against a number, a computation without variables is its right-hand side
-  (``23 \\bmod 6 = 5`` is ``5``).
+  ``x^2 = 4`` is not ``x = 2``); two equations with the same left-hand side compare their right-hand sides
+  (``\\frac{dM}{dt} = 11`` is not ``\\frac{dM}{dt} = 10``, which sympy cannot solve). Against a number, a
+  computation without variables is its right-hand side (``23 \\bmod 6 = 5`` is ``5``).
 - Multiple choice: a reference letter A-E (``(B)``, ``\\text{(B)}``, ``B``, or with the option's text: ``(A)
   Paris``, ``B Boston``) is matched by the same letter, case-insensitively when alone, also at the head of a
   phrase (``(B) 12``, ``B. the others fail``, ``A, since B fails``), after a concluding word at the end ("It is
@@ -106,7 +107,7 @@ from functools import lru_cache
 
 import sympy.core.assumptions
 from math_verify import LatexExtractionConfig, parse, verify
-from sympy import Expr, Pow, Rational, S, Symbol, UnevaluatedExpr, srepr
+from sympy import Eq, Expr, Pow, Rational, S, Symbol, UnevaluatedExpr, srepr
 from sympy import Number as SympyNumber
 
 from nft.verify.extract import DEFAULT_FALLBACKS, extract_answer, extract_reference
@@ -335,7 +336,18 @@ def symbolic_verdict(predicted: str, reference: str) -> bool:
     target = [item for item in _parse(predicted) if not isinstance(item, str) and not _undefined(item)]
     if not gold or not target or all(_clearly_different(g, t) for g in gold for t in target):
         return False
+    gold, target = _right_hand_sides(gold, target)
     return bool(verify(gold, target, timeout_seconds=None))
+
+
+def _right_hand_sides(gold: list, target: list) -> tuple[list, list]:
+    """Two equations with the same left-hand side (``\\frac{dM}{dt} = ...``) as their right-hand sides: they hold
+    together exactly when those are equal. math-verify would solve both for their symbols, and two equations that
+    sympy cannot solve (a derivative) give two empty solution lists, which it takes for a match."""
+    if len(gold) == len(target) == 1 and all(isinstance(x, Eq) for x in (*gold, *target)):
+        if gold[0].lhs == target[0].lhs:
+            return [gold[0].rhs], [target[0].rhs]
+    return gold, target
 
 
 def _undefined(expr) -> bool:
