@@ -35,7 +35,7 @@ BOX_COMMANDS = ("\\boxed", "\\fbox")
 MAX_BARE_CHARS = 200
 MAX_JOINED_BOXES = 8
 # What may sit between two boxes that form one list answer: separators, LaTeX spacing (`\quad`) and math delimiters.
-_GAP = r"(?:\s|\\q?quad(?![a-zA-Z])|\\[,;:! ]|~)*"
+_GAP = r"(?:\s|\\q?quad(?![a-zA-Z])|\\[,;:! ]|~)*+"  # possessive: a gap never gives back what it took
 _BOX_JOINER = re.compile(rf"{_GAP}\$*{_GAP}(?:,|;|\band\b|\bor\b|\\text\{{\s*(?:and|or)\s*\}})?{_GAP}\$*{_GAP},?{_GAP}")
 _FINAL_ANSWER = re.compile(r"final answer\s*(?:is|:)\s*:?", re.IGNORECASE)
 _ANSWER_LINE = re.compile(r"^[ \t*#]*(?:answer|result)[ \t*]*:|^[ \t]*####", re.IGNORECASE | re.MULTILINE)

@@ -76,7 +76,8 @@ _CHOICE_PREFIX = re.compile(r"(?:\\(?:text|textbf|mathrm|mathbf)\{)?\(([A-Ea-e])
 _CHOICE_LEAD = re.compile(r"\(?([A-E])(?:[.,:)](?![-+*/^=\d])| (?=[A-Z]))(?!\(?[A-E](?![a-zA-Z]))")
 # The letter a sentence concludes with, after naming and rejecting others: "It is not A, and C fails, so D".
 _CHOICE_CONCLUDED = re.compile(
-    r"(?:^|[\s,;.])(?i:so|thus|therefore|hence|the answer is|answer:?)\s*(?i:option|choice)?\s*\(?([A-E])\)?$"
+    r"(?:^|[\s,;.])(?i:so|thus|therefore|hence|the answer is|answer:?)(?: (?i:option|choice))?"
+    r"(?:,? |,|(?=\())\(?([A-E])\)?$"
 )
 _CHOICE_WORD = re.compile(r"^(?:option|choice) ?", re.IGNORECASE)
 _CHOICE_MARK = re.compile(r"\(?[A-Ea-e]\)?[.,:]? ?")  # what precedes the option's text
