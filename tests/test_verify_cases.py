@@ -195,22 +195,22 @@ OLYMPIAD = [  # intervals, expressions, multiple answers, tuples
 MINERVA = [  # scientific notation, units, decimals given to some precision
     ("\\boxed{4.5 \\times 10^{33}}", "4.5e33", True),
     ("\\boxed{4.5e33}", "4.5e33", True),
-    ("\\boxed{4.49 \\times 10^{33}}", "4.5e33", True),  # agrees at the reference's precision
+    ("\\boxed{4.49 \\times 10^{33}}", "4.5e33", False),  # more digits than the reference: not it rounded
     ("\\boxed{4.5 \\times 10^{33} \\text{ erg}}", "4.5e33", True),
     ("\\boxed{5 \\times 10^{33}}", "4.5e33", False),
     ("\\boxed{4.5 \\times 10^{32}}", "4.5e33", False),
     ("\\boxed{45 \\times 10^{32}}", "4.5e33", True),
     ("\\boxed{0.49}", "0.49", True),
     ("\\boxed{0.490}", "0.49", True),
-    ("\\boxed{0.4896}", "0.49", True),
+    ("\\boxed{0.4896}", "0.49", False),
     ("\\boxed{0.5}", "0.49", False),  # too coarse: the reference has two significant digits
     ("\\boxed{0.48}", "0.49", False),
     ("\\boxed{41.8}", "41.8", True),
     ("\\boxed{42}", "41.8", False),
-    ("\\boxed{41.83}", "41.8", True),
+    ("\\boxed{41.83}", "41.8", False),
     ("\\boxed{41.9}", "41.8", False),
     ("\\boxed{2.7778 \\times 10^{-6}}", "2.7778e-6", True),
-    ("\\boxed{2.778 \\times 10^{-6}}", "2.7778e-6", True),
+    ("\\boxed{2.778 \\times 10^{-6}}", "2.7778e-6", False),  # fewer digits
     ("\\boxed{3 \\times 10^{-6}}", "2.7778e-6", False),  # math-verify's 6-decimal rounding would accept this
     ("\\boxed{2.7779\\times10^{-6}}", "2.7778e-6", False),
     ("\\boxed{10^{-5}}", "1e-5", True),

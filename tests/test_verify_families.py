@@ -1,4 +1,4 @@
-"""The answer families of issue 16, each both ways (a right variant, a near miss) in both modes, and one case or two
+"""The answer families, each both ways (a right variant, a near miss) in both modes, and one case or two
 per grading convention listed in ``nft.verify.grader``'s docstring.
 
 A family case is (response, reference, lenient verdict, strict verdict): lenient is ``strict=False`` (evaluation,
@@ -56,6 +56,12 @@ PERCENT_WORDS = [
     ("\\boxed{0.15 percent}", "15\\%", False, False),
     ("\\boxed{2 1/3 \\%}", "\\frac{7}{3}\\%", True, True),
     ("\\boxed{2 1/3 \\%}", "\\frac{2}{3}\\%", False, False),
+    ("\\boxed{2 1/2 \\%}", "2.5\\%", True, True),  # the percent applies to the whole mixed number
+    ("\\boxed{2 1/2 \\%}", "0.025", True, True),
+    ("\\boxed{2 1/2 \\%}", "5/2", False, False),
+    ("\\boxed{5/2}", "2 1/2 \\%", False, False),
+    ("\\boxed{2.5\\%}", "2.5", True, True),  # between plain numbers the sign may be dropped
+    ("\\boxed{2.5\\%}", "\\frac{5}{2}", False, False),
 ]
 
 DECIMAL_COMMAS_AND_UNITS = [
@@ -88,6 +94,64 @@ MIXED_NUMBERS = [
     ("\\boxed{-2 1/3}", "-\\frac{7}{3}", True, True),
     ("\\boxed{2 1/3}", "\\frac{2}{3}", False, False),
     ("\\boxed{21/3}", "7/3", False, False),
+    ("\\boxed{3\n1/4}", "13/4", False, False),  # two lines: two numbers
+    ("3\n1/4", "13/4", False, False),
+    ("\\boxed{3 1/4}", "13/4", True, True),
+    ("The answer is 3 1/4.", "13/4", True, False),
+    ("\\boxed{2 5/3}", "11/3", False, False),  # not a proper fraction: no mixed number
+    ("\\boxed{7 0/3}", "7", False, False),
+]
+
+UNDEFINED = [  # a zero denominator equals nothing
+    ("\\boxed{0/0}", "0", False, False),
+    ("\\boxed{0/1}", "0", True, True),
+    ("0/0", "0", False, False),
+    ("7 0/0", "0", False, False),
+    ("7 0/0", "7", False, False),
+    ("\\boxed{7 0/0}", "7", False, False),
+    ("\\boxed{7\\frac{0}{0}}", "7", False, False),
+    ("\\boxed{\\frac{5}{0}}", "0", False, False),
+    ("\\boxed{\\frac{5}{0}}", "5", False, False),
+    ("\\boxed{\\frac{5}{0}}", "\\infty", False, False),
+    ("$\\frac{5}{0}$", "\\frac{5}{0}", True, False),  # the same text is the same answer, however odd
+    ("\\boxed{\\frac{5}{1}}", "5", True, True),
+    ("\\boxed{\\frac{x}{0}}", "x/2", False, False),
+    ("\\boxed{\\frac{x}{2}}", "x/2", True, True),
+    ("\\boxed{0/0 + 1}", "1", False, False),
+    ("\\boxed{\\frac{3}{0}}", "\\frac{3}{0.0}", False, False),
+]
+
+PRECISION = [  # a decimal against a decimal reference: the same number, no rounding either way
+    ("\\boxed{0.4167}", "0.417", False, False),
+    ("\\boxed{0.417}", "0.4167", False, False),
+    ("The answer is 0.4167", "0.417", False, False),
+    ("\\boxed{0.4170}", "0.417", True, True),
+    ("\\boxed{0.417}", "0.417", True, True),
+    ("\\boxed{\\frac{5}{12}}", "0.4167", True, True),  # an exact answer rounds to the decimal reference
+    ("\\boxed{\\frac{5}{12}}", "0.4166", False, False),
+    ("\\boxed{4.5 \\times 10^{33}}", "4.50e33", True, True),
+    ("\\boxed{4.49 \\times 10^{33}}", "4.5e33", False, False),
+    ("\\boxed{0.333}", "0.3333", False, False),
+    ("\\boxed{0.4166666666666667}", "\\frac{5}{12}", True, True),  # a float's precision, for an exact reference
+    ("\\boxed{0.4167}", "\\frac{5}{12}", False, False),
+]
+
+SEQUENCES = [  # an ellipsis makes an open sequence; a comma then a space makes a list, not a thousands separator
+    ("\\boxed{2, 4, 6, \\dots}", "2, 4, 6", False, False),
+    ("\\boxed{2, 4, 6, \\ldots}", "2, 4, 6", False, False),
+    ("\\boxed{2,4,6,...}", "2,4,6", False, False),
+    ("The answer is 2, 4, 6, \\dots", "2, 4, 6", False, False),
+    ("\\boxed{2, 4, 6}", "2, 4, 6, \\ldots", False, False),
+    ("\\boxed{2, 4, 6, \\ldots}", "2, 4, 6, \\dots", True, True),
+    ("\\boxed{2, 4, 6, \\dots}", "2, 4, 8, \\dots", False, False),
+    ("\\boxed{6, 4, 2}", "2, 4, 6", True, True),
+    ("\\boxed{12, 500}", "12500", False, False),
+    ("12, 500", "12500", False, False),
+    ("\\boxed{12500}", "12, 500", False, False),
+    ("\\boxed{12,500}", "12, 500", False, False),
+    ("\\boxed{12,500}", "12500", True, True),
+    ("\\boxed{500, 12}", "12, 500", True, True),
+    ("The answer is 12,500", "12500", True, False),
 ]
 
 RELATIONS = [
@@ -121,6 +185,8 @@ EQUATIONS = [
     ("\\boxed{x^2 = 4}", "x = 2", False, False),
     ("\\boxed{b_{k} = 3k - 1}", "b_k=3k-1", True, True),
     ("\\boxed{b_{k} = 3k + 1}", "b_k=3k-1", False, False),
+    ("\\boxed{\\frac{dM}{dt} = 10 M}", "\\frac{dM}{dt}=10M", True, True),  # the same left-hand side
+    ("\\boxed{\\frac{dM}{dt} = 11}", "\\frac{dM}{dt}=10", False, False),  # unsolvable for sympy, still different
 ]
 
 CHOICES = [
@@ -166,18 +232,66 @@ LONG_DECIMALS = [
     ("\\boxed{0.3333333}", "\\frac{1}{3}", False, False),
 ]
 
+WORKED = (  # the body of a long worked solution, before its final sentence
+    "We count the outcomes of two dice. There are $36$ outcomes in all, and the favourable ones are those where the "
+    "sum is even or a multiple of three; listing them by the first die gives $4 + 4 + 4 + 4 + 4 + 4 = 24$ of them. "
+)
+
+LENIENT_READINGS = [  # answers written in prose, or in forms a plain reading misses
+    ("So the total is 2,500.75 USD", "2500.75", True, False),
+    ("So the total is 2,500.70 USD", "2500.75", False, False),
+    ("It is 1,250.5 m\u00b2", "1250.5", True, False),
+    ("It is 1,250.6 m\u00b2", "1250.5", False, False),
+    ("\\boxed{1,250.5 m^2}", "1250.5", True, True),
+    ("\\boxed{5 x^2}", "5", False, False),
+    ("The answer is #### 42", "42", True, False),
+    ("The answer is #### 24", "42", False, False),
+    ("first [12], then [15].", "15", True, False),
+    ("first [15], then [12].", "15", False, False),
+    ("$23 \\bmod 6 = 5$", "5", True, False),
+    ("$23 \\bmod 6 = 4$", "5", False, False),
+    ("\\boxed{23 \\bmod 6 = 5}", "5", True, True),
+    ("\\boxed{2x = 10}", "5", False, False),
+    ("\\boxed{3} \\quad \\boxed{-1}", "3, -1", True, True),
+    ("\\boxed{3} \\quad \\boxed{1}", "3, -1", False, False),
+    ("\\boxed{x = 3} \\quad \\boxed{y = -1}", "x = 3, y = -1", True, True),
+    ("\\boxed{x = 3} \\quad \\boxed{y = 1}", "x = 3, y = -1", False, False),
+    ("\\boxed{3, -1}", "\\boxed{3} and \\boxed{-1}", True, True),
+    ("\\boxed{3, -1}", "\\boxed{3} \\quad \\boxed{-1}", True, True),
+    ("\\boxed{3, 1}", "\\boxed{3} and \\boxed{-1}", False, False),
+    ("It is not A, and C fails, so D", "D", True, False),
+    ("It is not A, and C fails, so D", "(D) 12", True, False),
+    ("It is not D, and C fails, so A", "D", False, False),
+    ("\\boxed{\\sqrt{2 R C}}", "\\sqrt{2 C R}", True, True),
+    ("\\boxed{\\sqrt{2 R_1 C_2}}", "\\sqrt{2 C_{2} R_{1}}", True, True),
+    ("\\boxed{\\sqrt{2 R_1 C_1}}", "\\sqrt{2 C_{2} R_{1}}", False, False),
+    ("\\boxed{\\frac{G M_{\\odot} m}{R}}", "\\frac{G m M_{\\odot}}{R}", True, True),
+    ("\\boxed{\\frac{1}{2} m v_0^2}", "\\frac{1}{2} v_0^2 m", True, True),
+    ("\\boxed{\\frac{1}{2} m v_0^2}", "\\frac{1}{2} v_0^2", False, False),  # `m` is no unit here
+    ("\\boxed{v t}", "v", False, False),
+    (WORKED + "Hence the probability is $\\frac{2}{3}$.", "\\frac{2}{3}", True, False),
+    (WORKED + "Hence the probability is 2/3.", "\\frac{2}{3}", True, False),
+    (WORKED + "Hence the probability is 1/3.", "\\frac{2}{3}", False, False),
+    (WORKED + "So the probability is 2/3 or 1/3.", "\\frac{2}{3}", False, False),
+    (WORKED + "Then the probability is 2/3.", "\\frac{2}{3}", False, False),  # not a conclusion: no answer
+]
+
 FAMILIES = {
     "prose": PROSE,
     "references": REFERENCES,
     "percent_words": PERCENT_WORDS,
     "decimal_commas_and_units": DECIMAL_COMMAS_AND_UNITS,
     "mixed_numbers": MIXED_NUMBERS,
+    "undefined": UNDEFINED,
+    "precision": PRECISION,
+    "sequences": SEQUENCES,
     "relations": RELATIONS,
     "several_boxes": SEVERAL_BOXES,
     "equations": EQUATIONS,
     "choices": CHOICES,
     "formatting": FORMATTING,
     "long_decimals": LONG_DECIMALS,
+    "lenient_readings": LENIENT_READINGS,
 }
 CASES = [pytest.param(*case, id=f"{family}-{i}") for family, cases in FAMILIES.items() for i, case in enumerate(cases)]
 
@@ -214,8 +328,9 @@ CONVENTIONS = {  # one case or two per rule of grader's docstring: (response, re
     "Formatting": [("\\boxed{\\textbf{025}}", "25", True), ("\\boxed{\\frac{\\pi}{2}}", "90^\\circ", False)],
     "Units": [("\\boxed{10 cm}", "10", True), ("\\boxed{100 cm}", "1", False)],
     "Exact numbers": [("\\boxed{0.75}", "\\frac{3}{4}", True), ("\\boxed{0.7}", "\\frac{3}{4}", False)],
+    "Undefined values": [("\\boxed{\\frac{0}{1}}", "0", True), ("\\boxed{\\frac{0}{0}}", "0", False)],
     "Mixed numbers": [("\\boxed{3\\frac{1}{2}}", "3.5", True), ("\\boxed{3\\frac{1}{2}}", "1.5", False)],
-    "Decimal tolerance": [("\\boxed{0.4896}", "0.49", True), ("\\boxed{0.5}", "0.49", False)],
+    "Decimal precision": [("\\boxed{0.490}", "0.49", True), ("\\boxed{0.4896}", "0.49", False)],
     "Float precision": [("\\boxed{0.666666666666667}", "2/3", True), ("\\boxed{0.666667}", "2/3", False)],
     "Decimal comma": [("\\boxed{0,050}", "0.05", True), ("\\boxed{1.22}", "1,22", False)],
     "Percent": [("\\boxed{25 percent}", "0.25", True), ("\\boxed{0.25}", "25", False)],

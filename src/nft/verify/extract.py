@@ -1,9 +1,9 @@
 """Finding the final answer in a model response.
 
 The answer is the content of the last ``\\boxed{...}`` or ``\\fbox{...}`` (braces matched; ``\\boxed 5`` also
-works); boxes written next to it and joined only by a comma, "and"/"or" or math delimiters (``\\boxed{1}, \\boxed{-2}``)
-are read together as a list. In strict mode (DAPO's rule) a response without a box has no answer. Otherwise the
-fallbacks are tried in the order given:
+works); boxes written next to it and joined only by a comma, "and"/"or", LaTeX spacing (``\\quad``) or math
+delimiters (``\\boxed{1}, \\boxed{-2}``, ``\\boxed{x=1} \\quad \\boxed{y=2}``) are read together as a list. In strict
+mode (DAPO's rule) a response without a box has no answer. Otherwise the fallbacks are tried in the order given:
 
 - ``final_answer``: the text after the last "final answer is" / "final answer:" (Minerva's and Qwen's style);
 - ``answer_line``: the last line that starts with "Answer:" or "Result:" (DAPO's prompt asks for this line), or
@@ -12,12 +12,16 @@ fallbacks are tried in the order given:
 - ``answer_phrase``: the sentence after the last "the answer is" (also "result", "option", "choice"; "is", "was",
   "would be", ":"): "So the answer is 17", "the right option is E"; or the math before a later "is the answer"
   ("Thus $x \\leq 2$ is our answer");
+- ``last_sentence``: what follows the one "is"/"are"/"equals"/"was" of the last sentence, when that sentence opens
+  with "so", "thus", "therefore", "hence" or "finally": the unboxed end of a worked solution ("... Hence the
+  probability is 2/3.");
 - ``bare``: the whole response, when it is short (at most ``MAX_BARE_CHARS``): a bare answer such as ``3/4``.
 
-What a fallback finds is tidied: markdown emphasis and final punctuation go, a single sentence with one
-"is"/"are"/"equals"/"was" ("the smallest $k$ is 12") keeps what follows it, and ``[36]`` (one value in square
-brackets) is ``36``. References are read by the same rules (``extract_reference``): the last box, else the phrase
-fallbacks (``REFERENCE_FALLBACKS``), else the whole reference as written.
+What a fallback finds is tidied: markdown emphasis, a leading ``####`` ("The answer is #### 42") and final
+punctuation go, a single sentence with one "is"/"are"/"equals"/"was" ("the smallest $k$ is 12") keeps what follows
+it, ``[36]`` (one value in square brackets) is ``36``, and of several bracketed values the last, when it ends the
+text ("first [12], then [15]." is ``15``). References are read by the same rules (``extract_reference``): the last
+box, else the phrase fallbacks (``REFERENCE_FALLBACKS``), else the whole reference as written.
 
 Every step is linear in the length of the response, so a 100 KB response costs milliseconds whatever its content.
 """
@@ -30,8 +34,9 @@ from collections.abc import Callable, Sequence
 BOX_COMMANDS = ("\\boxed", "\\fbox")
 MAX_BARE_CHARS = 200
 MAX_JOINED_BOXES = 8
-# What may sit between two boxes that form one list answer: separators and math delimiters, nothing else.
-_BOX_JOINER = re.compile(r"\s*\$*\s*(?:,|;|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\})?\s*\$*\s*,?\s*")
+# What may sit between two boxes that form one list answer: separators, LaTeX spacing (`\quad`) and math delimiters.
+_GAP = r"(?:\s|\\q?quad(?![a-zA-Z])|\\[,;:! ]|~)*+"  # possessive: a gap never gives back what it took
+_BOX_JOINER = re.compile(rf"{_GAP}\$*{_GAP}(?:,|;|\band\b|\bor\b|\\text\{{\s*(?:and|or)\s*\}})?{_GAP}\$*{_GAP},?{_GAP}")
 _FINAL_ANSWER = re.compile(r"final answer\s*(?:is|:)\s*:?", re.IGNORECASE)
 _ANSWER_LINE = re.compile(r"^[ \t*#]*(?:answer|result)[ \t*]*:|^[ \t]*####", re.IGNORECASE | re.MULTILINE)
 _ANSWER_PHRASE = re.compile(
@@ -43,6 +48,9 @@ _ANSWER_AFTER = re.compile(r"\$([^$]{1,200})\$\s*is\s+(?:the|our)\s+(?:final\s+)
 _COPULA = re.compile(r"\s(?:is|are|equals|was)\s", re.IGNORECASE)
 _INNER_SENTENCE_END = re.compile(r"[.!?]\s")
 _ONE_BRACKETED = re.compile(r"\[([^\[\],]+)\]")
+_ANSWER_MARK = re.compile(r"^#{2,}\s*")  # GSM8K's `####` after a phrase: "The answer is #### 42"
+# The last sentence of a worked solution that concludes: "... Hence the probability is 2/3."
+_CONCLUSION = re.compile(r"(?:so|thus|therefore|hence|finally|in conclusion)\b,?\s", re.IGNORECASE)
 # A period ends a sentence when whitespace or the end follows it (not a decimal point).
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|\sI hope")
 _MATH_DELIMITERS = (("$$", "$$"), ("\\]", "\\["), ("\\)", "\\("), ("$", "$"))  # closing, opening; `$$` before `$`
@@ -142,27 +150,43 @@ def _bare(text: str) -> str | None:
     return text if len(text.strip()) <= MAX_BARE_CHARS else None
 
 
+def _last_sentence(text: str) -> str | None:
+    """What follows the one copula of the last sentence when that sentence opens with "so", "thus", "therefore",
+    "hence" or "finally" ("Hence the probability is 2/3."); None otherwise."""
+    body = text.rstrip(" \t\n.")
+    ends = list(_SENTENCE_END.finditer(body))
+    sentence = body[ends[-1].end() :].strip() if ends else body.strip()
+    copulas = list(_COPULA.finditer(sentence))
+    if not _CONCLUSION.match(sentence) or len(copulas) != 1:
+        return None
+    return sentence[copulas[0].end() :]
+
+
 FALLBACKS: dict[str, Callable[[str], str | None]] = {
     "final_answer": _after_final_answer,
     "answer_line": _answer_line,
     "last_dollar": _last_dollar,
     "answer_phrase": _answer_phrase,
+    "last_sentence": _last_sentence,
     "bare": _bare,
 }
-DEFAULT_FALLBACKS = ("final_answer", "answer_line", "last_dollar", "answer_phrase", "bare")
+DEFAULT_FALLBACKS = ("final_answer", "answer_line", "last_dollar", "answer_phrase", "last_sentence", "bare")
 # A reference is bare or `$...$`-wrapped by contract: only a box or a phrase can mark a part of it as the answer.
 REFERENCE_FALLBACKS = ("final_answer", "answer_line", "answer_phrase")
 
 
 def _tidy(found: str) -> str:
-    """A fallback's find without markdown emphasis and final punctuation; a single sentence with one copula ("the
-    smallest $k$ is 12") reduced to what follows it; one value in square brackets unwrapped."""
-    text = found.replace("**", "").strip().rstrip(".,;:").strip()
+    """A fallback's find without markdown emphasis, a leading ``####`` and final punctuation; a single sentence with
+    one copula ("the smallest $k$ is 12") reduced to what follows it; one value in square brackets unwrapped, or the
+    last of several that ends the text ("first [12], then [15]")."""
+    text = _ANSWER_MARK.sub("", found.replace("**", "").strip()).rstrip(".,;:").strip()
     copulas = list(_COPULA.finditer(text))
     if len(copulas) == 1 and not _INNER_SENTENCE_END.search(text):
         text = text[copulas[0].end() :].strip()
-    bracketed = _ONE_BRACKETED.fullmatch(text)
-    return bracketed.group(1).strip() if bracketed else text
+    bracketed = list(_ONE_BRACKETED.finditer(text))
+    if bracketed and bracketed[-1].end() == len(text) and (len(bracketed) > 1 or bracketed[0].start() == 0):
+        return bracketed[-1].group(1).strip()
+    return text
 
 
 def check_fallbacks(fallbacks: Sequence[str]) -> tuple[str, ...]:

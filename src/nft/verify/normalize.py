@@ -14,12 +14,12 @@ from fractions import Fraction
 
 MAX_EXPONENT = 400  # 10^400 is far beyond any answer; a bigger exponent is not read as a plain number
 MAX_DEPTH = 3  # lists of lists of lists
-MIN_DIGITS = 3  # a decimal answer must keep this many significant digits (or all of the reference's) to match
 FLOAT_DIGITS = 15  # a decimal with this many significant digits is a float's value: it may stand for a fraction
 
 _UNICODE = str.maketrans(
     {"\u2212": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u03c0": "\\pi ", "\u00b0": ""}
     | {"\u2265": "\\geq ", "\u2264": "\\leq ", "\u20ac": "", "\u00a3": "", "\u00a5": ""}  # >= <= euro pound yen
+    | {"\u00b2": "^2", "\u00b3": "^3"}  # squared, cubed
 )
 _DELIMITERS = re.compile(r"\\[()\[\]]|\\?\$")
 _SPACING = re.compile(r"\\[,;:!]|(?<!\\)\\(?=\s)|\\q?quad(?![a-zA-Z])|\\(?:display|text)style(?![a-zA-Z])|~")
@@ -38,16 +38,20 @@ _RELATIONS = (  # one spelling per relation: `\geq`, `\leq`, `\neq`, `>`, `<`
     (re.compile(r"\\lt(?![a-zA-Z])"), "<"),
 )
 _SUBSCRIPT = re.compile(r"_\{([a-zA-Z0-9])\}")  # `b_{k}` is `b_k`
+_SUBSCRIPT_COMMAND = re.compile(r"_\{\\([a-zA-Z]+)\}")  # `M_{\odot}` is `M_{odot}`, a name the LaTeX parser reads
 # A unit in text after a value: `5.4 \text{ cents}`, `15\mbox{ cm}^2`, `\frac{270}7\text{ degrees}`.
 _TEXT_UNIT = re.compile(
     r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm|textnormal)\s*\{\s*[a-zA-Z][a-zA-Z ./]*\}(?:\^\{?\d\}?)?$"
 )
-# A unit or currency as a bare word after a number: `12.5 kg`, `3,75 EUR`, `60 degrees`, `30 km/h` (one letter is a
-# variable, `2 x`; `pi` is a number).
-_WORD_UNIT = re.compile(r"(?<=\d) (?!pi$)(?:[a-zA-Z]{2,}|[a-zA-Z]+(?:/[a-zA-Z]+)+)(?:\^\{?\d\}?)?$")
+# A unit or currency as a bare word after a number: `12.5 kg`, `3,75 EUR`, `60 degrees`, `30 km/h`, `1250.5 m^2` (one
+# letter is a variable, `2 x`, except square and cubic metres; `pi` is a number).
+_WORD_UNIT = re.compile(r"(?<=\d) (?!pi$)(?:[a-zA-Z]{2,}|[a-zA-Z]+(?:/[a-zA-Z]+)+|m(?=\^\{?[23]\}?$))(?:\^\{?\d\}?)?$")
 _BOLD = re.compile(r"\\(?:mathbf|textbf|boldsymbol|bm)\s*\{")
 _COMMAND_SPACE = re.compile(r"(\\[a-zA-Z]+) +(?![a-zA-Z])")  # LaTeX ignores spaces after a control word
-_INNER_SPACE = re.compile(r"(?<![a-zA-Z0-9]) +| +(?![a-zA-Z0-9])")
+# Spaces that separate nothing; the one in `12, 500` stays (two numbers, where `12,500` is one).
+_INNER_SPACE = re.compile(r"(?<![a-zA-Z0-9,]) +|(?<=,) +(?!\d)| +(?![a-zA-Z0-9])")
+_LINE_BETWEEN_NUMBERS = re.compile(r"(?<=\d)[ \t]*\n\s*(?=[-+]?\d)")  # `3\n1/4`: two numbers, not a mixed one
+_ELLIPSIS = re.compile(r"\\[lc]?dots(?![a-zA-Z])|\.\.\.|\u2026")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{")
 
 _DIGITS = r"(?:[1-9]\d{0,2}(?:,\d{3})+|[1-9]\d{0,2}(?: \d{3})+|\d+)"  # thousands separated by commas or spaces, or none
@@ -59,9 +63,9 @@ _FRACTION = re.compile(
     r"(?P<sign>[+-]?)\\frac(?:\{(?P<a>[^{}]+)\}|(?P<a1>\d))(?:\{(?P<b>[^{}]+)\}|(?P<b1>\d))"
     r"|(?P<a2>[^/]+)/(?P<b2>[^/]+)"
 )
-_MIXED = re.compile(  # `2 1/3`, `2\frac{1}{3}`, `2\frac13`: a whole number and a proper fraction
+_MIXED = re.compile(  # `2 1/3`, `2\frac{1}{3}`, `2\frac13`: a whole number and a fraction (proper, checked later)
     r"(?P<sign>[+-]?)(?P<whole>\d+)"
-    r"(?: (?P<a>[1-9]\d*)/(?P<b>\d+)|\\frac(?:\{(?P<a1>[1-9]\d*)\}\{(?P<b1>\d+)\}|(?P<a2>\d)(?P<b2>\d)))"
+    r"(?: (?P<a>\d+)/(?P<b>\d+)|\\frac(?:\{(?P<a1>\d+)\}\{(?P<b1>\d+)\}|(?P<a2>\d)(?P<b2>\d)))"
 )
 _DECIMAL_COMMA = re.compile(r"[+-]?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,}))%?")
 _INFINITY = {"\\infty": 1, "+\\infty": 1, "-\\infty": -1}
@@ -70,6 +74,11 @@ _CHOICE_PREFIX = re.compile(r"(?:\\(?:text|textbf|mathrm|mathbf)\{)?\(([A-Ea-e])
 # `B.the others fail`, `A,since B fails`, `B Boston` (canonical text): a capital letter, then a mark or the option's
 # capitalised text, and no second letter after it (`A,B` is two choices).
 _CHOICE_LEAD = re.compile(r"\(?([A-E])(?:[.,:)](?![-+*/^=\d])| (?=[A-Z]))(?!\(?[A-E](?![a-zA-Z]))")
+# The letter a sentence concludes with, after naming and rejecting others: "It is not A, and C fails, so D".
+_CHOICE_CONCLUDED = re.compile(
+    r"(?:^|[\s,;.])(?i:so|thus|therefore|hence|the answer is|answer:?)(?: (?i:option|choice))?"
+    r"(?:,? |,|(?=\())\(?([A-E])\)?$"
+)
 _CHOICE_WORD = re.compile(r"^(?:option|choice) ?", re.IGNORECASE)
 _CHOICE_MARK = re.compile(r"\(?[A-Ea-e]\)?[.,:]? ?")  # what precedes the option's text
 _WORDS = re.compile(r"[A-Za-z][A-Za-z0-9 ,'-]*")
@@ -80,16 +89,20 @@ def canonical(answer: str) -> str:
     """The answer with what never changes its value removed: math delimiters, ``\\left``/``\\right``, LaTeX
     spacing, degree signs, a unit after a value (in ``\\text{}`` or a bare word), redundant spaces, final punctuation
     or backslash, outer braces and bold. ``\\dfrac`` becomes ``\\frac``, ``b_{k}`` ``b_k``, ``>=`` and ``\\ge``
-    ``\\geq`` (``<=`` and ``\\le`` ``\\leq``, ``\\gt`` ``>``); a percent sign (or word) stays, as a bare ``%``."""
-    text = answer.translate(_UNICODE).replace("\n", " ").replace("\t", " ")
+    ``\\geq`` (``<=`` and ``\\le`` ``\\leq``, ``\\gt`` ``>``), an ellipsis ``\\dots``; a percent sign (or word) stays,
+    as a bare ``%``, and so does the space in ``12, 500`` (a list, where ``12,500`` is a number); two numbers on two
+    lines become a list (``3\\n1/4`` is not the mixed number ``3 1/4``)."""
+    text = _LINE_BETWEEN_NUMBERS.sub(", ", answer.translate(_UNICODE)).replace("\n", " ").replace("\t", " ")
     for pattern, replacement in (
         (_DELIMITERS, ""),
         (_SPACING, ""),
         (_SIZING, ""),
         (_FRAC_VARIANTS, r"\\frac"),
         (_DEGREES, ""),
+        (_ELLIPSIS, r"\\dots "),
         (_PERCENT, "%"),
         (_SUBSCRIPT, r"_\1"),
+        (_SUBSCRIPT_COMMAND, r"_{\1}"),
         *_RELATIONS,
     ):
         text = pattern.sub(replacement, text)
@@ -122,13 +135,22 @@ def bracket_partners(text: str) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class Number:
-    """A plain number: its value (a float only for +-infinity); for a decimal, the unit of its last written digit
-    (``ulp``, 0.01 for ``0.49``) and its significant digits; whether written with ``%``."""
+    """A plain number: its value (a float only for +-infinity, and NaN for an undefined ``0/0`` or ``5/0``); for a
+    decimal, the unit of its last written digit (``ulp``, 0.01 for ``0.49``) and its significant digits; whether
+    written with ``%``, and as a fraction or mixed number (``ratio``)."""
 
     value: Fraction | float
     ulp: Fraction | None = None  # None: exact (an integer or a fraction)
     digits: int = 0
     percent: bool = False
+    ratio: bool = False
+
+    @property
+    def undefined(self) -> bool:
+        return self.value != self.value  # NaN
+
+
+UNDEFINED = float("nan")  # a zero denominator: a value that equals nothing, not even itself
 
 
 @dataclass(frozen=True)
@@ -153,17 +175,23 @@ def parse_number(text: str) -> Number | None:
     mixed = _MIXED.fullmatch(text)
     if mixed is not None:
         numerator, denominator = (int(mixed[k] or mixed[k + "1"] or mixed[k + "2"]) for k in "ab")
-        value = int(mixed["whole"]) + Fraction(numerator, denominator) if numerator < denominator else None
-        return None if value is None else Number(-value if mixed["sign"] == "-" else value, percent=percent)
+        if denominator == 0:
+            return Number(UNDEFINED, percent=percent, ratio=True)
+        if not 0 < numerator < denominator:  # `2 5/3` or `7 0/3` is no mixed number
+            return None
+        value = int(mixed["whole"]) + Fraction(numerator, denominator)
+        return Number(-value if mixed["sign"] == "-" else value, percent=percent, ratio=True)
     match = _FRACTION.fullmatch(text)
     if match is None:
         return None
     numerator = _plain_number(match["a"] or match["a1"] or match["a2"])
     denominator = _plain_number(match["b"] or match["b1"] or match["b2"])
-    if numerator is None or denominator is None or denominator[0] == 0:
+    if numerator is None or denominator is None:
         return None
+    if denominator[0] == 0:
+        return Number(UNDEFINED, percent=percent, ratio=True)
     value = numerator[0] / denominator[0]  # a ratio is exact, even of decimals (Minerva's `-1./3`)
-    return Number(-value if match["sign"] == "-" else value, percent=percent)
+    return Number(-value if match["sign"] == "-" else value, percent=percent, ratio=True)
 
 
 def _plain_number(text: str) -> tuple[Fraction, Fraction | None, int] | None:
@@ -217,9 +245,9 @@ def _split_top_level(text: str) -> list[str]:
         elif char in ")]}":
             depth -= 1
         elif char == "," and depth == 0:
-            parts.append(text[start:i])
+            parts.append(text[start:i].strip())
             start = i + 1
-    return [*parts, text[start:]]
+    return [*parts, text[start:].strip()]
 
 
 def decimal_comma(text: str) -> Number | None:
@@ -229,37 +257,50 @@ def decimal_comma(text: str) -> Number | None:
 
 
 def numbers_equal(predicted: Number, gold: Number) -> bool:
-    """Same value, to the precision of a decimal reference; ``%`` on one side only may mean /100."""
-    candidates = [(predicted.value, predicted.ulp)]
-    if predicted.percent != gold.percent and isinstance(predicted.value, Fraction):
-        # 25% is 0.25, and "25" answers a question asking for a percentage as well as "25%" does.
-        factor = Fraction(1, 100) if predicted.percent else Fraction(100)
-        candidates.append((predicted.value * factor, predicted.ulp and predicted.ulp * factor))
+    """Same value, to the precision of a decimal reference; ``%`` on one side only may mean /100, or be ignored
+    when both are written as plain numbers (not as fractions). An undefined value equals nothing."""
+    if predicted.undefined or gold.undefined:
+        return False
+    candidates = [
+        (predicted.value * factor, predicted.ulp and predicted.ulp * factor) for factor in _scales(predicted, gold)
+    ]
     return any(_close(value, ulp, predicted.digits, gold) for value, ulp in candidates)
 
 
+def _scales(predicted: Number, gold: Number) -> list[Fraction]:
+    """The factors by which ``predicted`` may be read against ``gold``: 25% is 0.25, and "25" answers a question
+    asking for a percentage as well as "25%" does; but ``2 1/2 %`` (2.5%) is not ``5/2``."""
+    if predicted.percent == gold.percent or not isinstance(predicted.value, Fraction):
+        return [Fraction(1)]
+    scaled = Fraction(1, 100) if predicted.percent else Fraction(100)
+    return [scaled] if predicted.ratio or gold.ratio else [Fraction(1), scaled]
+
+
 def _close(value: Fraction | float, ulp: Fraction | None, digits: int, gold: Number) -> bool:
-    """Equal; or, when the reference is a decimal, within half a unit of the last digit of the coarser of the two,
-    provided that this coarser precision keeps ``MIN_DIGITS`` significant digits (or all of the reference's); or,
-    when the reference is exact, a decimal of ``FLOAT_DIGITS`` or more significant digits (a float's value) within
-    one unit of its last digit (rounded or truncated: ``0.1428571428571428`` is ``1/7``) or one part in 10^15
-    (float arithmetic: ``0.30000000000000004`` is ``3/10``); ``0.333333`` is not ``1/3``."""
+    """Equal. A decimal against a decimal reference must be the same number (``0.490`` is ``0.49``; ``0.4896`` and
+    ``0.5`` are not, whichever is the reference); an exact answer against a decimal reference must round to it
+    (``1/3`` is ``0.3333``). Against an exact reference, a decimal must be exact, or have ``FLOAT_DIGITS`` or more
+    significant digits (a float's value) and be within one unit of its last digit (rounded or truncated:
+    ``0.1428571428571428`` is ``1/7``) or one part in 10^15 (float arithmetic: ``0.30000000000000004`` is
+    ``3/10``); ``0.333333`` is not ``1/3``."""
     if not isinstance(value, Fraction) or not isinstance(gold.value, Fraction):
         return value == gold.value
-    if gold.ulp is None:
-        if value == gold.value or ulp is None or digits < FLOAT_DIGITS:
-            return value == gold.value
-        return abs(value - gold.value) < ulp or abs(value - gold.value) * 10**FLOAT_DIGITS <= abs(gold.value)
-    unit = max(ulp or 0, gold.ulp)
-    if gold.value and unit * 10 ** (min(MIN_DIGITS, gold.digits) - 1) > abs(gold.value):
+    if value == gold.value or (ulp is not None and gold.ulp is not None):
+        return value == gold.value
+    if gold.ulp is not None:
+        return 2 * abs(value - gold.value) <= gold.ulp
+    if digits < FLOAT_DIGITS:
         return False
-    return 2 * abs(value - gold.value) <= unit
+    return abs(value - gold.value) < ulp or abs(value - gold.value) * 10**FLOAT_DIGITS <= abs(gold.value)
 
 
 def values_equal(predicted: Number | Sequence, gold: Number | Sequence) -> bool | None:
     """True/False when two plain values compare without sympy; None when sympy must decide."""
     if isinstance(predicted, Number) and isinstance(gold, Number):
         return numbers_equal(predicted, gold)
+    if isinstance(predicted, Number) != isinstance(gold, Number):  # one number is no list of two (`12500`, `12, 500`)
+        items = gold.items if isinstance(gold, Sequence) else predicted.items
+        return False if len(items) > 1 else None
     if not (isinstance(predicted, Sequence) and isinstance(gold, Sequence)):
         return None
     if predicted.kind != gold.kind:  # two different bracket pairs are different objects; a set vs a tuple is not clear
@@ -295,6 +336,12 @@ def choice_letter(text: str, loose: bool = False) -> str | None:
     return match.group(1).upper() if match else None
 
 
+def concluded_choice(text: str) -> str | None:
+    """The letter after a final "so", "thus", "therefore" or "hence" (``It is not A,and C fails,so D``), or None."""
+    match = _CHOICE_CONCLUDED.search(text[-200:])
+    return match.group(1) if match else None
+
+
 def choice_option(text: str) -> tuple[str, str | None] | None:
     """A reference choice, (letter, the option's words or None): ``E``, ``(A) Paris``, ``B Boston``."""
     letter = choice_letter(text, loose=True)
@@ -316,3 +363,9 @@ def split_assignment(text: str) -> tuple[str | None, str]:
     """``x=3`` as (``x``, ``3``); anything else as (None, text)."""
     match = _ASSIGNMENT.fullmatch(text)
     return (match.group(1), match.group(2)) if match else (None, text)
+
+
+def has_ellipsis(text: str) -> bool:
+    """Whether ``text`` holds an ellipsis (``\\dots``, ``\\ldots``, ``\\cdots``, ``...``): an open sequence, which is
+    never the finite list without it."""
+    return _ELLIPSIS.search(text) is not None
