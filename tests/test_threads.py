@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -13,7 +14,7 @@ import torch
 
 from nft import threads
 from nft.bench.workload import competing_process
-from nft.threads import ForeignCpu, decide_threads, free_cores
+from nft.threads import ContentionWatch, ForeignCpu, decide_threads, free_cores
 
 from .conftest import ROOT
 
@@ -62,6 +63,19 @@ def test_a_busy_process_at_start_takes_a_thread_for_the_whole_run(undecided):
     with competing_process():  # not this process's child, as a browser is not
         line = decide_threads()
     assert torch.get_num_threads() == 1 and line.startswith("CPU threads: 1, decided at start"), line
+
+
+@needs_proc
+def test_a_busy_process_after_the_start_keeps_the_count_and_is_warned_about_once(undecided, caplog):
+    quiet_machine()
+    torch.set_num_threads(2)
+    watch = ContentionWatch()
+    with competing_process(), caplog.at_level(logging.WARNING, logger="nft.threads"):
+        time.sleep(1.0)
+        watch.check()
+        time.sleep(1.0)
+        watch.check()
+    assert torch.get_num_threads() == 2 and caplog.text.count("resume it with threads=1") == 1, caplog.text
 
 
 @needs_proc

@@ -105,3 +105,33 @@ def decide_threads(threads: int | None = None, window_s: float = WINDOW_S) -> st
         f"CPU threads: {count}, decided at start for the whole run (other processes used {others:.1f} of "
         f"{usable_cores()} cores; threads=N fixes the count)"
     )
+
+
+class ContentionWatch:
+    """Says once, in the log, when other processes come to take cores that the run's threads were decided for: the
+    count stays (the run's figures depend on it), but each operation then waits for the thread that lost its core, so
+    the run slows down many times over; the warning says how to restart it faster."""
+
+    def __init__(self) -> None:
+        self.cpu = ForeignCpu()
+        self.since = time.monotonic()
+        self.warned = False
+
+    def check(self) -> None:
+        """Cheap enough to call every epoch (one ``/proc`` scan)."""
+        now = time.monotonic()
+        if self.warned or not self.cpu.available or now - self.since < WINDOW_S:
+            return
+        others = self.cpu.lap() / (now - self.since)
+        self.since = now
+        free = free_cores(others, usable_cores(), _DEFAULT)
+        if free < torch.get_num_threads():
+            self.warned = True
+            log.warning(
+                "other processes now use %.1f of %d cores: this run keeps its %d CPU threads (its figures depend on "
+                "the count) and runs much slower; resume it with threads=%d to run at the speed of the free cores",
+                others,
+                usable_cores(),
+                torch.get_num_threads(),
+                free,
+            )

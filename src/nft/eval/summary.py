@@ -12,6 +12,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 from nft.report import EpochReport
+from nft.threads import ContentionWatch
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class EpochSummary(L.Callback):
     def __init__(self, report: EpochReport, warn_kl: float = 1e-3) -> None:
         self.report = report
         self.warn_kl = warn_kl
+        self.contention = ContentionWatch()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stats = dict(self.report.rollout.stats) if self.report.rollout is not None else {}
@@ -30,6 +32,8 @@ class EpochSummary(L.Callback):
         stats["train/skipped_steps"] = float(pl_module.skipped_steps)
         pl_module.log_dict(stats, on_step=False, on_epoch=True, batch_size=1)
         self._print(trainer.current_epoch, stats)
+        if pl_module.device.type == "cpu" and trainer.is_global_zero:
+            self.contention.check()
 
     @rank_zero_only
     def _print(self, epoch: int, stats: dict[str, float]) -> None:
