@@ -86,9 +86,17 @@ def eval_rows(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
 
 
-def test_killed_runs_resume_to_the_same_weights(tmp_path):
-    reference = train_in_subprocess(tmp_path / "reference")
-    assert reference.returncode == 0, reference.stdout[-3000:]
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run that every interrupted one must end equal to (one for the module's tests)."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    done = train_in_subprocess(run_dir)
+    assert done.returncode == 0, done.stdout[-3000:]
+    return run_dir
+
+
+@pytest.mark.full
+def test_killed_runs_resume_to_the_same_weights(tmp_path, reference):
 
     run_dir, last = tmp_path / "crashed", tmp_path / "crashed" / "checkpoints" / "last.ckpt"
     # 1. Killed halfway through writing the epoch-1 checkpoint: the epoch-0 one stays valid.
@@ -108,20 +116,19 @@ def test_killed_runs_resume_to_the_same_weights(tmp_path):
     third = train_in_subprocess(run_dir, "resume=auto")
     assert third.returncode == 0, third.stdout[-3000:]
 
-    assert weights_hash(run_dir) == weights_hash(tmp_path / "reference")
+    assert weights_hash(run_dir) == weights_hash(reference)
     # The same optimizer steps (two per epoch), and every answer verified once: no epoch was generated twice.
-    assert final_state(run_dir) == final_state(tmp_path / "reference")
+    assert final_state(run_dir) == final_state(reference)
     assert final_state(run_dir)[0] > 3
-    assert eval_rows(run_dir) == eval_rows(tmp_path / "reference")  # nothing evaluated twice, nothing lost
+    assert eval_rows(run_dir) == eval_rows(reference)  # nothing evaluated twice, nothing lost
     # Every answer's record and every epoch's samples once, though the crash replayed an evaluation and an epoch.
     for written in ("eval/toy.jsonl", "logs/rollout_samples.md"):
-        assert (run_dir / written).read_text() == (tmp_path / "reference" / written).read_text(), written
+        assert (run_dir / written).read_text() == (reference / written).read_text(), written
     assert (run_dir / "logs" / "metrics.1.csv").is_file() and (run_dir / "logs" / "metrics.2.csv").is_file()
 
 
-def test_sigterm_saves_the_current_iteration_and_exits_and_resume_continues_it(tmp_path):
-    reference = train_in_subprocess(tmp_path / "reference")
-    assert reference.returncode == 0, reference.stdout[-3000:]
+@pytest.mark.full
+def test_sigterm_saves_the_current_iteration_and_exits_and_resume_continues_it(tmp_path, reference):
     sigterm = {  # during the update of epoch 1 (after its first step), and during the rollout of epoch 1
         "update": [
             "+callbacks.kill._target_=tests.faults.KillAfterStep",
@@ -140,7 +147,7 @@ def test_sigterm_saves_the_current_iteration_and_exits_and_resume_continues_it(t
         assert checkpoint_epoch(run_dir / "checkpoints" / "preempted.ckpt") == 1
         resumed = train_in_subprocess(run_dir, "resume=auto")
         assert resumed.returncode == 0 and "preempted.ckpt" in resumed.stdout, resumed.stdout[-3000:]
-        assert weights_hash(run_dir) == weights_hash(tmp_path / "reference"), when
+        assert weights_hash(run_dir) == weights_hash(reference), when
 
 
 def test_resume_path_takes_the_newest_complete_checkpoint(tmp_path):

@@ -54,9 +54,7 @@ def sample(policy, module, tokenizer, seen: list) -> dict[str, float]:
     return mismatch_metrics(mismatch_sums(logp, batch["behaviour_logp"], batch["response_mask"]))
 
 
-def test_the_rollout_samples_under_the_trainers_autocast_and_comes_closer_to_the_update(
-    tiny_model, tokenizer, fixed_threads
-):
+def test_the_rollout_samples_under_the_trainers_autocast_and_comes_closer_to_the_update(tiny_model, tokenizer):
     module = bf16_mixed_module(tiny_model, tokenizer)
     in_autocast, in_float32 = [], []
     ours = sample(module, module, tokenizer, in_autocast)
