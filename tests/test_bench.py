@@ -40,6 +40,7 @@ def test_the_flop_model_matches_the_workload_figures():
     assert 0.4 < generate_once / generate < 0.5 and 0.45 < update_once / update < 0.5
 
 
+@pytest.mark.full
 def test_bench_times_the_pipeline_and_prints_the_median_last(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}

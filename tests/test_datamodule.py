@@ -111,6 +111,7 @@ def refill_rounds():
     return rounds, mixed_groups(rounds.samples)
 
 
+@pytest.mark.full
 def test_refill_rounds_keep_the_first_mixed_groups_in_draw_order_on_one_and_two_ranks(tmp_path):
     rounds, mixed = refill_rounds()
     assert rounds.count >= 2 and len(rounds.drawn) == 12 * rounds.count  # a real refill

@@ -113,6 +113,7 @@ def test_records_must_hold_every_answer_of_a_problem():
         BenchmarkMetrics(4).update(records)
 
 
+@pytest.mark.full
 def test_metrics_sum_across_two_processes(tmp_path):
     """Two gloo ranks, each with its shard of the problems (one rank with none for a second benchmark), compute the
     same numbers as one process with every problem."""

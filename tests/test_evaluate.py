@@ -165,6 +165,7 @@ def test_evaluate_resumes_without_redoing_done_problems(tmp_path, saved_models):
         evaluate(compose_evaluate([*overrides, "benchmarks.toy.samples=2"], eval_dir))
 
 
+@pytest.mark.full
 def test_evaluate_command_line_on_paper_benchmarks(tmp_path, saved_models):
     """The contract: ``python src/evaluate.py model.path=DIR benchmarks=[math500,aime24]``, on the first few problems
     (prompts over the tiny model's limit are left out and counted)."""

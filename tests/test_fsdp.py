@@ -66,6 +66,7 @@ def eval_records(run_dir, epoch: int) -> list[dict]:
     return sorted((r for r in records if r["epoch"] == epoch), key=lambda r: (r["problem_id"], r["sample"]))
 
 
+@pytest.mark.full
 def test_sharded_gradients_generation_and_weight_streaming(tmp_path):
     run_script([str(ROOT / "tests" / "dist_fsdp_units.py"), str(tmp_path)], timeout=300)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -139,6 +140,7 @@ def exported_hash(run_dir) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.full
 def test_a_killed_two_rank_run_resumes_from_its_sharded_checkpoint_to_the_same_weights(tmp_path):
     run = ["src/train.py", *TWO_RANKS, *TOY_RUN, "trainer.max_epochs=3", "callbacks.checkpoint.save_top_k=1"]
     run_script([*run, f"hydra.run.dir={tmp_path / 'reference'}"])
@@ -181,6 +183,7 @@ def test_a_sweep_with_two_ranks_runs_each_job_once_in_its_folder(tmp_path):
         assert len(logged_steps(job)) == steps
 
 
+@pytest.mark.full
 def test_only_rank_0_holds_a_full_copy_of_the_weights_when_loading(tmp_path):
     """A random ~100M-parameter Qwen2 from a save_pretrained folder, sharded over 2 ranks: rank 0 reads it, rank 1
     builds on the meta device and gets its shard from rank 0; the sharded model holds exactly the saved weights."""

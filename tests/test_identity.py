@@ -47,6 +47,7 @@ def weight_differences(a: list[str], b: list[str], tmp_path) -> dict[str, float]
     }
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_on_policy_nft_follows_the_rl_trajectory(name, tmp_path):
     nft_overrides, rl_overrides = PAIRS[name]
@@ -58,6 +59,7 @@ def test_on_policy_nft_follows_the_rl_trajectory(name, tmp_path):
     assert d["median"] < 1e-7 and d["max"] < 1e-4
 
 
+@pytest.mark.full
 def test_the_identity_needs_the_matching_prompt_weight(tmp_path):
     """The control: uniform prompt weights are another algorithm, and its trajectory separates from GRPO's."""
     d = weight_differences(

@@ -84,6 +84,7 @@ def test_a_faithful_engine_matches_the_trainer_to_float_rounding(tmp_path):
     assert "rollout/mismatch/kl" in logged and "rollout/mismatch/token_mult_prob_error" in logged
 
 
+@pytest.mark.full
 def test_a_bfloat16_engine_shows_in_the_metrics_and_the_correction_bounds_its_weights(tmp_path):
     bf16 = ["rollout.backend._target_=tests.faults.Bfloat16Generator"]
     _, faithful = fit(tmp_path / "faithful")

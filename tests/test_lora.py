@@ -204,6 +204,7 @@ def test_an_engine_left_with_the_first_merged_adapters_is_stopped(tmp_path):
 RESUME = ["debug=resume", *LORA, "callbacks.export.adapter=true", "benchmarks.toy.limit=4"]
 
 
+@pytest.mark.full
 def test_a_resumed_lora_run_ends_bit_for_bit_where_an_uninterrupted_one_does(tmp_path):
     train(compose_train(RESUME, run_dir=tmp_path / "whole"))
     checkpoint = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -246,6 +247,7 @@ def test_the_merged_export_loads_with_from_pretrained_and_is_the_trained_policy(
     torch.testing.assert_close(again, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.full
 def test_the_command_line_trains_with_lora(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     command = [sys.executable, "src/train.py", "model.lora.enabled=true", "debug=small", f"hydra.run.dir={tmp_path}"]
@@ -255,6 +257,7 @@ def test_the_command_line_trains_with_lora(tmp_path):
 
 
 # --- FSDP ------------------------------------------------------------------------------------------------------------
+@pytest.mark.full
 def test_two_ranks_with_lora_train_like_one_process(tmp_path):
     """As tests/test_fsdp.py for full weights: ``trainer=fsdp`` over 2 gloo ranks (the adapters sharded with their
     layers, like every other parameter) takes the one-process run's steps, resumes from its sharded checkpoint and

@@ -112,6 +112,7 @@ def test_reasoning_traces_verify_and_a_wrong_final_number_does_not():
             carry = total // 10
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("algo", ["nft", "rft", "grpo", "dr_grpo", "dapo"])
 def test_every_algorithm_trains_the_reasoning_task_off_policy(tmp_path, algo):
     """Two epochs of 16 prompts x 8 answers in steps of 4 groups (up to 4 optimizer steps per rollout, old log-probs

@@ -112,6 +112,7 @@ def test_unknown_keys_on_the_command_line_get_a_suggestion():
     assert "experiment is not a setting" not in result.stderr  # a group choice is not a key
 
 
+@pytest.mark.full
 def test_a_vllm_sweep_in_one_process_is_refused_before_any_work(tmp_path):
     result = subprocess.run(
         [sys.executable, "src/train.py", "-m", "rollout=vllm", "seed=0,1", f"hydra.sweep.dir={tmp_path}"],
