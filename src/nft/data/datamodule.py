@@ -287,7 +287,7 @@ class OnlineMathDataModule(L.LightningDataModule):
             usable = mixed_groups(samples) if self.dynamic_sampling.filter_groups else {s.group for s in samples}
             usable = set().union(*all_gather_objects(usable))
             # The first usable groups in draw order (a shuffle), as the reference's dynamic sampling keeps them.
-            keep = [i for i in indices if i in usable][: self.batch.prompts_per_epoch - len(rounds.kept_groups)]
+            keep = [i for i in indices if i in usable][: wanted - len(rounds.kept_groups)]
             rounds.kept += [s for s in samples if s.group in set(keep)]
             rounds.kept_groups += keep
             rounds.count += 1
