@@ -38,6 +38,7 @@ def test_each_algorithm_trains_the_tiny_model(tmp_path, overrides):
     assert run.module.skipped_steps == 0 and run.module.global_step == 2
     metrics = run.trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"]) and "train/entropy" in metrics and "train/pos_loss" in metrics
+    assert {"train/move_abs", "train/move_kl", "train/move_far_frac"} <= set(metrics)  # every algorithm
     assert (reference is not None) == run.module.algorithm.needs_reference
     if reference is not None:  # the KL anchor is the initial policy, frozen
         assert not changed(reference_before, reference) and "train/kl" in metrics

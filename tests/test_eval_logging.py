@@ -8,7 +8,9 @@ import json
 import struct
 from statistics import mean
 
+import pytest
 import torch
+from omegaconf import open_dict
 
 from nft.eval.records import RecordFile
 from nft.eval.samples import write_section
@@ -121,3 +123,22 @@ def test_a_repeated_epoch_replaces_its_records_and_its_samples(tmp_path):
         write_section(path, epoch, f"table {epoch}\n")
     write_section(path, 1, "table 1 again\n")
     assert path.read_text() == "## epoch 0\n\ntable 0\n\n## epoch 1\n\ntable 1 again\n\n"
+
+
+def test_a_final_only_benchmark_is_read_once_after_the_last_epoch(tmp_path):
+    cfg = compose_train(
+        ["trainer.max_epochs=2", "callbacks.benchmark_eval.eval_every=1", "benchmarks.toy.limit=8"],
+        run_dir=tmp_path,
+    )
+    with open_dict(cfg):
+        cfg.benchmarks.test = {**cfg.benchmarks.toy, "limit": 4, "final_only": True}
+    run = build(cfg)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [0, 1, 2]
+    assert ["val/test/avg@1" in row for row in rows] == [False, False, True]
+    assert rows[0]["val/average"] == rows[0]["val/toy/avg@1"]
+    assert rows[2]["val/average"] == pytest.approx((rows[2]["val/toy/avg@1"] + rows[2]["val/test/avg@1"]) / 2)
+    records = (tmp_path / "eval" / "test.jsonl").read_text().splitlines()[1:]
+    assert {json.loads(line)["epoch"] for line in records} == {2} and len(records) == 4

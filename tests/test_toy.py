@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from nft.pipeline import build
 from nft.toy import build_tiny_model, build_tokenizer
-from nft.toy.task import make_problems, solution_text, steps_solution_text
+from nft.toy.task import make_problems, solution_text, steps_solution_text, validation_problems
 from nft.verify import MathVerifier
 
 from .conftest import ROOT, compose_train
@@ -82,10 +82,14 @@ def test_shipped_toy_files_are_the_generated_ones():
 # --- the reasoning task: three-digit addition, column by column -------------------------------------------------------
 def test_shipped_reasoning_task_files_are_the_generated_ones_and_held_out():
     train, test = make_problems(seed=0, task="add3_steps")
-    for rows, name in ((train, "train"), (test, "test")):
+    validation = validation_problems(seed=0, task="add3_steps")
+    for rows, name in ((train, "train"), (test, "test"), (validation, "validation")):
         lines = (ROOT / "data" / "toy_steps" / f"{name}.jsonl").read_text().splitlines()
         assert [json.loads(line) for line in lines] == rows
-    assert len(test) == 500 and len(train) == 10_000 and not {r["id"] for r in train} & {r["id"] for r in test}
+    ids = [{r["id"] for r in rows} for rows in (train, test, validation)]
+    assert [len(i) for i in ids] == [10_000, 500, 500] and len(set.union(*ids)) == 11_000  # distinct and disjoint
+    with pytest.raises(ValueError, match="add2"):
+        validation_problems(task="add2")
     assert steps_solution_text(472, 385) == "2+5=7, 7+8=15, 4+3+1=8, 472+385=857 \\boxed{857}"
     assert steps_solution_text(999, 999) == "9+9=18, 9+9+1=19, 9+9+1=19, 999+999=1998 \\boxed{1998}"
     tokenizer = build_tokenizer()

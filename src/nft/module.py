@@ -31,6 +31,7 @@ import lightning as L
 import torch
 
 from nft.algorithms import OPTIONAL_INPUTS
+from nft.algorithms.movement import policy_movement
 from nft.checkpoint import rng_states, set_rng_states
 from nft.data.batching import is_padding
 from nft.distributed import all_reduce_sum, is_sharded, load_from_rank0, shard_model
@@ -225,9 +226,10 @@ class PolicyModule(L.LightningModule):
         inputs = {name: batch[name] for name in OPTIONAL_INPUTS if name in batch}
         if getattr(self.algorithm, "needs_reference", False):
             inputs["ref_logp"] = self.reference_logprobs(batch)
-        return self.algorithm.loss(
+        loss, metrics = self.algorithm.loss(
             logp, old_logp, batch["response_mask"], batch["correct"], batch["correct_rate"], **inputs
         )
+        return loss, {**metrics, **policy_movement(logp, old_logp, batch["response_mask"])}
 
     @torch.no_grad()
     def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

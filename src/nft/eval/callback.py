@@ -6,7 +6,8 @@ ranks) and logs ``val/<benchmark>/<metric>`` and ``val/average`` (the mean of th
 ``pl_module.log_dict`` after an epoch (so they reach every logger and ``trainer.callback_metrics``, where a
 ``ModelCheckpoint(monitor="val/average")`` finds them); the evaluation before training (and one after ``fit`` stopped
 early), where Lightning refuses ``log``, goes to the loggers and ``callback_metrics`` as ``log_dict`` would send it.
-The last epoch is evaluated at its end, like the others.
+The last epoch is evaluated at its end, like the others; a benchmark marked ``final_only`` (a test set read once) only
+then.
 Rank zero writes, in the output directory:
 
 - ``eval/<benchmark>.jsonl``: every answer's record with its ``epoch`` (``nft.eval.records``); an evaluation of an
@@ -64,18 +65,18 @@ class BenchmarkEval(L.Callback):
     # --- when ----------------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_start and not any(row["epoch"] == trainer.current_epoch for row in self.history):
-            _log_outside_an_epoch(trainer, self.evaluate(trainer, pl_module, epoch=trainer.current_epoch))
+            _log_outside_an_epoch(trainer, self.evaluate(trainer, pl_module, trainer.current_epoch, final=False))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch + 1
         if (self.eval_every > 0 and done % self.eval_every == 0) or done == trainer.max_epochs:
-            metrics = self.evaluate(trainer, pl_module, epoch=done)
+            metrics = self.evaluate(trainer, pl_module, done, final=done == trainer.max_epochs)
             pl_module.log_dict(metrics, on_step=False, on_epoch=True)  # equal on every rank: no sync needed
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch  # `fit` has finished: current_epoch counts completed epochs
         if not self.history or self.history[-1]["epoch"] != done:  # stopped early (max_steps, a callback)
-            _log_outside_an_epoch(trainer, self.evaluate(trainer, pl_module, epoch=done))
+            _log_outside_an_epoch(trainer, self.evaluate(trainer, pl_module, done, final=True))
         self._print_summary()
 
     def state_dict(self) -> dict:
@@ -85,12 +86,15 @@ class BenchmarkEval(L.Callback):
         self.history = list(state_dict["history"])
 
     # --- what ----------------------------------------------------------------------------------------------------
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> dict[str, float]:
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int, final: bool) -> dict[str, float]:
+        """Every benchmark, those marked ``final_only`` only when ``final`` (after the last epoch)."""
         if self.generator is None:
             raise RuntimeError("BenchmarkEval.connect(generator=...) must be called before training")
         sync_and_check(self.generator, pl_module, f" before the evaluation of epoch {epoch}")
         metrics: dict[str, float] = {}
         for benchmark in self.evaluator.benchmarks:
+            if benchmark.final_only and not final:
+                continue
             metrics.update(self._evaluate_one(benchmark, trainer, pl_module, epoch))
         self.generator.release()
         metrics["val/average"] = self.evaluator.average(metrics)
@@ -151,7 +155,7 @@ class BenchmarkEval(L.Callback):
         start, final = self.history[0], self.history[-1]
         lines = [f"{'metric':<28} {'start':>7} {'best':>7} {'final':>7}"]
         for name in self._headline_names():
-            best = max(row.get(name, math.nan) for row in self.history)
+            best = max((row[name] for row in self.history if name in row), default=math.nan)
             lines.append(f"{name:<28} {start.get(name, math.nan):>7.3f} {best:>7.3f} {final[name]:>7.3f}")
         log.info("held-out accuracy (epoch %d -> %d):\n%s", start["epoch"], final["epoch"], "\n".join(lines))
 

@@ -36,7 +36,8 @@ class Benchmark:
 
     ``title`` heads the benchmark's column in results tables; ``columns`` maps ``id``/``problem``/``answer`` to the
     source's column names; ``split`` is the hub dataset split; ``limit`` keeps the first N problems; ``grader``
-    scores this benchmark with a grader of its own (a name of ``nft.verify.reference``; None: the run's verifier).
+    scores this benchmark with a grader of its own (a name of ``nft.verify.reference``; None: the run's verifier);
+    ``final_only`` keeps it out of the evaluations during training (a test set read once, after the last epoch).
     """
 
     name: str
@@ -51,6 +52,7 @@ class Benchmark:
     columns: dict | None = None
     split: str = "test"
     grader: str | None = None
+    final_only: bool = False
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -187,6 +189,6 @@ class Evaluator:
         ]
 
     def average(self, metrics: Mapping[str, float]) -> float:
-        """``val/average``: the mean of the benchmarks' headline metric (avg@samples) in ``metrics``."""
-        headline = [metrics[f"val/{b.name}/{b.metric}"] for b in self.benchmarks]
+        """``val/average``: the mean headline metric (avg@samples) of the benchmarks that ``metrics`` holds."""
+        headline = [metrics[name] for b in self.benchmarks if (name := f"val/{b.name}/{b.metric}") in metrics]
         return sum(headline) / len(headline)

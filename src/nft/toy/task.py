@@ -55,16 +55,33 @@ TASKS = {
 def make_problems(seed: int = 0, num_test: int = 500, task: str = "add2") -> tuple[list[dict], list[dict]]:
     """Ordered pairs ``a + b`` of the task's operands, shuffled by ``seed`` and split into train and test."""
     spec = TASKS[task]
+    rows = _shuffled_rows(spec, seed, None if spec.num_train is None else num_test + spec.num_train)
+    return rows[num_test:], rows[:num_test]
+
+
+def validation_problems(seed: int = 0, count: int = 500, num_test: int = 500, task: str = "add3_steps") -> list[dict]:
+    """``count`` problems of a sampled task (one with ``num_train``) drawn by the same shuffle right after its test and
+    training problems: disjoint from both, from the same distribution, and leaving both sets as they were."""
+    spec = TASKS[task]
+    if spec.num_train is None:
+        raise ValueError(
+            f"task {task!r} lists every pair in its train and test sets: no problem is left to validate on"
+        )
+    return _shuffled_rows(spec, seed, num_test + spec.num_train + count)[-count:]
+
+
+def _shuffled_rows(spec: Task, seed: int, count: int | None) -> list[dict]:
+    """Every pair shuffled (``count`` None), or ``count`` distinct random pairs; ``random.sample`` draws them one by
+    one, so a larger ``count`` extends the same sequence."""
     rng = random.Random(seed)
-    count = None if spec.num_train is None else num_test + spec.num_train
     if count is None:
         pairs = [(a, b) for a in range(spec.low, spec.high + 1) for b in range(spec.low, spec.high + 1)]
         rng.shuffle(pairs)
-    else:  # too many pairs to list: distinct random ones
+    else:
         side = spec.high - spec.low + 1
         pairs = [divmod(k, side) for k in rng.sample(range(side * side), count)]
         pairs = [(spec.low + a, spec.low + b) for a, b in pairs]
-    rows = [
+    return [
         {
             "id": f"{spec.name}/{a}+{b}",
             "problem": problem_text(a, b),
@@ -73,7 +90,6 @@ def make_problems(seed: int = 0, num_test: int = 500, task: str = "add2") -> tup
         }
         for a, b in pairs
     ]
-    return rows[num_test:], rows[:num_test]
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
@@ -85,11 +101,15 @@ def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     return path
 
 
-def write_toy_data(directory: str | Path, seed: int = 0, task: str = "add2") -> tuple[Path, Path]:
-    """Write ``train.jsonl`` and ``test.jsonl`` for a toy task into ``directory``."""
+def write_toy_data(directory: str | Path, seed: int = 0, task: str = "add2") -> tuple[Path, ...]:
+    """Write ``train.jsonl`` and ``test.jsonl`` for a toy task into ``directory``, and ``validation.jsonl`` for a
+    sampled task (``validation_problems``)."""
     train, test = make_problems(seed, task=task)
     directory = Path(directory)
-    return write_jsonl(train, directory / "train.jsonl"), write_jsonl(test, directory / "test.jsonl")
+    written = (write_jsonl(train, directory / "train.jsonl"), write_jsonl(test, directory / "test.jsonl"))
+    if TASKS[task].num_train is None:
+        return written
+    return (*written, write_jsonl(validation_problems(seed, task=task), directory / "validation.jsonl"))
 
 
 if __name__ == "__main__":
