@@ -67,7 +67,8 @@ def collect(root: Path) -> list[dict]:
     for done in sorted(root.glob("*/*/**/done")):
         folder = done.parent
         phase, arm = folder.relative_to(root).parts[:2]
-        overrides = dict(item.split("=", 1) for item in yaml.safe_load((folder / ".hydra/overrides.yaml").read_text()))
+        items = yaml.safe_load((folder / ".hydra/overrides.yaml").read_text())
+        overrides = dict(item.split("=", 1) for item in items if "=" in item)  # not `~key` (a deletion)
         evaluations = {r["epoch"]: r for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines())}
         steps = defaultdict(lambda: defaultdict(list))  # epoch index -> metric -> values
         with (folder / "logs" / "metrics.csv").open() as f:
