@@ -58,6 +58,7 @@ TRAINED = {  # means over the epoch's optimizer steps
 }
 COLUMNS = ["phase", "arm", "seed", "lr", "epoch", *EVALUATED, *TRAINED, "steps"]
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+GRID_STEP = 1.6  # between neighbouring rates of the grid
 PLATEAU_POINTS = 1.0  # the best arm's validation gain over its last evaluation interval below which it has flattened
 
 
@@ -158,11 +159,15 @@ def chosen_rates(rows: list[dict]) -> dict[str, float]:
 
 
 def choose(rows: list[dict]) -> None:
+    """``LR_<arm>=<rate>`` lines, and ``EDGE_<arm>=<rate>`` (the next rate beyond, a grid step of 1.6x) for an arm
+    whose best rate is at the edge of the rates it was tuned at."""
     for arm, lr in chosen_rates(rows).items():
         rates = sorted(grid(rows)[arm])
-        if lr in (rates[0], rates[-1]):
-            print(f"# {arm}: the chosen rate {lr:g} is at the edge of the grid {rates}", file=sys.stderr)
         print(f"LR_{arm}={lr:g}")
+        if lr in (rates[0], rates[-1]):
+            beyond = lr / GRID_STEP if lr == rates[0] else lr * GRID_STEP
+            print(f"# {arm}: the best rate {lr:g} is at the edge of {rates}", file=sys.stderr)
+            print(f"EDGE_{arm}={beyond:.2g}")
 
 
 # --- report: the CSV -> results.md and the figures -------------------------------------------------------------------

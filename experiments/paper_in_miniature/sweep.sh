@@ -39,7 +39,18 @@ for lr in $GRID; do for arm in $ARMS; do for seed in $TUNING_SEEDS; do
     "callbacks.benchmark_eval.at_start=$first"
 done; done; done | run_all
 "$PYTHON" $HERE/summarize.py collect "$RUNS" --csv "$RUNS/runs.csv"
-eval "$("$PYTHON" $HERE/summarize.py choose "$RUNS/runs.csv")"  # LR_<arm>=<rate>, from the validation split alone
+eval "$("$PYTHON" $HERE/summarize.py choose "$RUNS/runs.csv")"  # LR_<arm>, EDGE_<arm>: the validation split alone
+# An arm whose best rate is at the edge of the grid: one step more beyond it, on the same seeds; then choose again.
+for arm in $ARMS; do
+  edge_var="EDGE_$arm"
+  [ -n "${!edge_var:-}" ] || continue
+  for seed in $TUNING_SEEDS; do
+    echo "$RUNS/tune/$arm/lr${!edge_var}/seed$seed ${ALGO[$arm]} optim.lr=${!edge_var} seed=$seed" \
+      "~benchmarks.toy_steps_test callbacks.benchmark_eval.at_start=false"
+  done
+done | run_all
+"$PYTHON" $HERE/summarize.py collect "$RUNS" --csv "$RUNS/runs.csv"
+eval "$("$PYTHON" $HERE/summarize.py choose "$RUNS/runs.csv" | grep '^LR_')"
 
 # 2. The comparison: each arm at its rate on ten paired seeds (one warm-up per seed, shared by every arm).
 for arm in $ARMS; do for seed in $SEEDS; do

@@ -23,11 +23,22 @@ positions (whole groups of ``n = data.batch.samples_per_prompt`` answers sharing
     gathered         b (N_root + 2 N_layer) + 4 N_layer
                                     the root's and two layers' full weights (the running one and the prefetched one),
                                     and one layer's full float32 gradient before its reduce-scatter
-    activations      L T h b + T A b with activation checkpointing (each layer's input, one layer recomputed),
-                     L T A b without; A = 8 h + 4 kv d + 4 I values per token and layer (norm inputs and outputs,
-                     q, rotated q, attention and projection outputs; k, v, rotated k; MLP gate, up, act, product)
-    logits           R V (b + 8)   the response positions' logits, their float32 copy and its gradient
+    activations      L T h r + S with activation checkpointing (each layer's input, one layer recomputed),
+                     L S without; S = what autograd saves in one layer: per answer token
+                     4 f + 2 l + 2 h k (P + T_r) / T_r, per prompt token 4 f + 2 l + 2 kv d k, where f and l count
+                     the float32 and the bf16 values a token leaves (``layer_bytes``), k is the compute dtype's bytes,
+                     and each answer keeps its prompt's keys and values at every head (transformers' sdpa repeats
+                     grouped heads when a mask is given, as the shared-prompt forward always does); plus the
+                     attention mask, k (P + T_r) per answer token, once
+    weight copies    2 (L N_layer + V h) under autocast (``trainer=gpu``): the bf16 casts of the weights that the
+                     matmuls save for their backward
+    logits           R V (b + 8)   the response positions' logits, their float32 copy (the only part autograd
+                     saves: 4 R V) and its gradient
     overhead         2 GB           CUDA context, communication buffers, allocator slack
+
+The activation and weight-copy terms are held against the bytes autograd saves in one update micro-batch
+(``torch.autograd.graph.saved_tensors_hooks``) for the tiny model and a mid-size random Qwen2 in float32, under bf16
+autocast and with bf16 weights (FSDP2's ``param_dtype``), within 10% (``tests/test_plan_memory.py``).
 
 With LoRA (``model.lora.enabled``; ``M`` adapter parameters: ``rank x (in + out)`` for each ``target_modules``
 linear layer of each decoder layer) only the adapters have gradients and optimizer state, in float32:
@@ -84,6 +95,13 @@ class Architecture:
         return attention + 3 * h * self.intermediate_size + 2 * h
 
     @property
+    def weight_matrices(self) -> int:
+        """The parameters of the matrices a forward multiplies (every layer's and the head's; not the embedding
+        lookup, biases or norms): what autocast casts to bf16."""
+        h, kv = self.hidden_size, self.kv_width
+        return self.num_hidden_layers * (self.layer_parameters - 3 * h - 2 * kv) + self.vocab_size * h
+
+    @property
     def root_parameters(self) -> int:
         embeddings = self.vocab_size * self.hidden_size
         return embeddings * (1 if self.tie_word_embeddings else 2) + self.hidden_size
@@ -137,6 +155,7 @@ class Plan:
     gathered: int
     activations_checkpointed: int
     activations_full: int
+    weight_copies: int  # autocast's bf16 casts of the weights, saved for the backward
     logits: int
     rollout: str  # "vllm" or "hf"
     vllm_fraction: float  # vLLM: its share of each GPU
@@ -155,7 +174,7 @@ class Plan:
     @property
     def training(self) -> int:
         state = self.parameters + self.gradients + self.optimizer
-        return state + self.gathered + self.activations + self.logits + OVERHEAD_BYTES
+        return state + self.gathered + self.activations + self.weight_copies + self.logits + OVERHEAD_BYTES
 
     @property
     def resident(self) -> int:
@@ -167,6 +186,41 @@ class Plan:
 
     def peak(self, gpu_bytes: int) -> int:
         return max(self.training, self.generation(gpu_bytes))
+
+
+# How a decoder layer's saved activations split by dtype, per regime (measured; tests/test_plan_memory.py):
+# (float32 values per token, bf16 values per token) of the layer outside the attention's keys and values, as
+# functions of (h, I, heads); the bytes of the keys, values and mask; the bytes of the residual stream.
+REGIMES = {
+    # everything in float32: norm inputs and outputs, q, k, v, attention and projection inputs, the MLP's four
+    "float32": (lambda h, i, heads: (8 * h + 4 * i + heads, 0), 4, 4),
+    # bf16 autocast over float32 weights: the norms and the residual stream stay float32, each matmul saves its
+    # own bf16 copy of its input (q, k and v each cast the normed hidden state)
+    "autocast": (lambda h, i, heads: (4 * h + heads, 7 * h + 4 * i), 2, 4),
+    # bf16 weights (FSDP2's param_dtype): bf16 throughout, each norm's float32 upcast aside
+    "bf16 weights": (lambda h, i, heads: (2 * h + heads, 6 * h + 4 * i), 2, 2),
+}
+
+
+def layer_bytes(arch: Architecture, regime: str, prompt: int, response: int) -> tuple[float, float]:
+    """Bytes autograd saves in one decoder layer (``REGIMES``) for (one answer token, one prompt token) of a
+    shared-prompt micro-batch with prompts of ``prompt`` and answers of ``response`` tokens."""
+    per_token, kv_bytes, _ = REGIMES[regime]
+    full, low = per_token(arch.hidden_size, arch.intermediate_size, arch.num_attention_heads)
+    own = 4 * full + 2 * low
+    answer = own + kv_bytes * 2 * arch.hidden_size * (prompt + response) / response
+    return answer, own + kv_bytes * 2 * arch.kv_width
+
+
+def activation_bytes(arch: Architecture, regime: str, prompt: int, response: int, tokens: int, answer_tokens: int):
+    """(without, with activation checkpointing): what one micro-batch of ``tokens`` padded tokens, ``answer_tokens``
+    of them answer positions, saves for its backward (``layer_bytes``, the mask, each layer's input)."""
+    answer, prompt_token = layer_bytes(arch, regime, prompt, response)
+    _, kv_bytes, residual_bytes = REGIMES[regime]
+    one_layer = answer * answer_tokens + prompt_token * (tokens - answer_tokens)
+    mask = kv_bytes * answer_tokens * (prompt + response)
+    layers = arch.num_hidden_layers
+    return int(layers * one_layer + mask), int(layers * tokens * arch.hidden_size * residual_bytes + one_layer + mask)
 
 
 def architecture_of(cfg: DictConfig) -> Architecture:
@@ -222,18 +276,25 @@ def plan(cfg: DictConfig) -> Plan:
     m = arch.num_hidden_layers * lora_layer
     base_bytes = DTYPE_BYTES.get(str(cfg.model.get("dtype") or "float32"), 4) if m and not sharded else 4
     trained = m if m else n
-    h, layers = arch.hidden_size, arch.num_hidden_layers
+    layers = arch.num_hidden_layers
     prompt, response = int(cfg.model.max_prompt_tokens), int(cfg.model.max_response_tokens)
     tokens = max(int(cfg.data.batch.micro_batch_tokens), prompt + response)
     answers = int(cfg.data.batch.samples_per_prompt)  # per prompt, sharing its forward
     response_tokens = min(tokens * answers * response // (prompt + answers * response), tokens - prompt)
-    per_token_layer = 8 * h + 4 * arch.kv_width + 4 * arch.intermediate_size
+    mixed = "mixed" in str(cfg.trainer.precision)
+    # a LoRA base loaded in bf16 computes as bf16 weights do; autocast then only casts the float32 adapters
+    bf16_weights = b == 2 if sharded else bool(m) and base_bytes == 2
+    regime = "bf16 weights" if bf16_weights else ("autocast" if mixed else "float32")
+    activations_full, activations_checkpointed = activation_bytes(
+        arch, regime, prompt, response, tokens, response_tokens
+    )
+    # autocast's bf16 copies of the float32 weights it multiplies (a LoRA base is loaded in bf16: its adapters only)
+    copied = m if m else arch.weight_matrices
     backend = cfg.rollout.backend
     rollout = "vllm" if str(backend._target_).endswith("VLLMGenerator") else "hf"
     rows = 0 if rollout == "vllm" else int(backend.max_batch_rows)
     # The KV cache's dtype: the gathered weights', autocast's under a mixed precision (the transformers rollout samples
     # in the update's precision), else the weights' own (float32 masters or a LoRA base).
-    mixed = "mixed" in str(cfg.trainer.precision)
     weight_bytes = b if sharded or mixed else base_bytes
     kv_cache = rows * (prompt + response) * 2 * layers * arch.kv_width * weight_bytes
     if rollout == "hf" and backend.get("kv_cache_gb") is not None:
@@ -252,8 +313,9 @@ def plan(cfg: DictConfig) -> Plan:
         gradients=4 * trained // ranks,
         optimizer=8 * trained // ranks,
         gathered=b * (n_root + 2 * n_layer) + 4 * (lora_layer if m else n_layer) if sharded else 0,
-        activations_checkpointed=layers * tokens * h * b + tokens * per_token_layer * b,
-        activations_full=layers * tokens * per_token_layer * b,
+        activations_checkpointed=activations_checkpointed,
+        activations_full=activations_full,
+        weight_copies=2 * copied if mixed and not sharded else 0,
         logits=response_tokens * arch.vocab_size * (b + 8),
         rollout=rollout,
         vllm_fraction=float(backend.gpu_memory_utilization) if rollout == "vllm" else 0.0,
@@ -306,6 +368,7 @@ def report(p: Plan) -> str:
         *([_row("gathered weights, a layer's gradient", p.gathered)] if p.sharded else []),
         _row(f"activations, {p.tokens} tokens, checkpointing", p.activations_checkpointed, _used(p.checkpointing)),
         _row(f"activations, {p.tokens} tokens, no checkpointing", p.activations_full, _used(not p.checkpointing)),
+        *([_row("bf16 copies of the weights (autocast)", p.weight_copies)] if p.weight_copies else []),
         _row(f"logits of {p.response_tokens} response tokens", p.logits),
         _row("CUDA context, buffers, slack", OVERHEAD_BYTES),
         _row("total", p.training),
