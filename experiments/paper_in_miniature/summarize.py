@@ -322,10 +322,12 @@ def entropy_section(final: list[dict], end: int) -> list[str]:
         "## Entropy and pass@k over training (the paper's section 5.3)",
         "",
         "Entropy: the mean negative log-prob of the sampled tokens during the update (an estimate of the policy's "
-        "entropy), in the first and the last epoch, and its change per seed. pass@k: test, after the last epoch.",
+        "entropy), in the first and the last epoch, and its change per seed. pass@k: validation pass@4 over training "
+        "(every run starts at the base model's), test pass@k after the last epoch.",
         "",
-        "| arm | entropy, epoch 1 | entropy, last | change [95%] | pass@1 | pass@4 | pass@16 | pass@16 - pass@1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | entropy, epoch 1 | entropy, last | change [95%] | validation pass@4 by epoch | test pass@1 | "
+        "pass@4 | pass@16 | pass@16 - pass@1 |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for arm in ARMS:
         first, last = per_seed(final, arm, "entropy", 1), per_seed(final, arm, "entropy", end)
@@ -335,10 +337,12 @@ def entropy_section(final: list[dict], end: int) -> list[str]:
         ends = pick(final, arm=arm, epoch=end)
         passes = [mean_ci([r[f"test_pass{k}"] for r in ends]) for k in (1, 4, 16)]
         spread = mean_ci([r["test_pass16"] - r["test_pass1"] for r in ends])
+        _, curve, _ = band(final, arm, "val_pass4")
         cells = [
             f"{statistics.fmean(first.values()):.3f}",
             f"{statistics.fmean(last.values()):.3f}",
             fmt(*mean_ci(change), scale=1.0, digits=3, signed=True),
+            " -> ".join(f"{v * 100:.1f}" for v in curve),
             *(f"{m * 100:.1f}" for m, _ in passes),
             fmt(*spread, signed=True),
         ]
@@ -348,7 +352,10 @@ def entropy_section(final: list[dict], end: int) -> list[str]:
 
 def band(final: list[dict], arm: str, column: str) -> tuple[list[int], list[float], list[float]]:
     by_epoch = defaultdict(list)
-    for r in pick(final, arm=arm):
+    rows = pick(final, arm=arm)
+    if not pick(rows, epoch=0):  # the start is evaluated once per seed: the same base model for every arm
+        rows += pick(final, arm=next(r["arm"] for r in final if r["epoch"] == 0), epoch=0)
+    for r in rows:
         if not math.isnan(r[column]):
             by_epoch[r["epoch"]].append(r[column])
     epochs = sorted(by_epoch)
