@@ -307,7 +307,7 @@ def movement_section(final: list[dict]) -> list[str]:
         cells = []
         for column in ("move_abs", "move_kl", "move_far_frac", "clip_frac", "neg_clamped_frac"):
             values = run_means(final, arm, column)
-            if not values:
+            if not values or (column == "neg_clamped_frac" and arm != "nft"):  # RFT: its negative term is off
                 cells.append("-")
                 continue
             mean, half = mean_ci(values)
