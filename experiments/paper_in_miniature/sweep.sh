@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The paper in miniature (README.md here, its plan written before the runs): a learning-rate grid on two tuning seeds,
 # read on the validation split only, then the six arms at their chosen rates on ten paired seeds, each run's test
-# set read once after its last epoch; then runs.csv and the report. Runs go JOBS at a time, one thread each (on a
-# 2-core machine two one-thread runs do more than one two-thread run; each run's numbers do not depend on JOBS).
+# set read once after its last epoch; then runs.csv and the report. Runs go JOBS at a time, one thread each (a run's
+# numbers depend on its thread count, not on JOBS).
 # A finished run (its folder holds `done`) is not run again, so an interrupted sweep resumes where it stopped.
 #   bash experiments/paper_in_miniature/sweep.sh [RUNS_DIR]        # default runs/paper_in_miniature
 set -euo pipefail
