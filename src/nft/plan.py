@@ -23,15 +23,17 @@ positions (whole groups of ``n = data.batch.samples_per_prompt`` answers sharing
     gathered         b (N_root + 2 N_layer) + 4 N_layer
                                     the root's and two layers' full weights (the running one and the prefetched one),
                                     and one layer's full float32 gradient before its reduce-scatter
-    activations      L T h r + S with activation checkpointing (each layer's input, one layer recomputed),
+    activations      L T h r + S with activation checkpointing (each layer's input, r bytes a value: 4 in float32
+                     and under autocast, 2 with bf16 weights; one layer recomputed),
                      L S without; S = what autograd saves in one layer: per answer token
                      4 f + 2 l + 2 h k (P + T_r) / T_r, per prompt token 4 f + 2 l + 2 kv d k, where f and l count
                      the float32 and the bf16 values a token leaves (``layer_bytes``), k is the compute dtype's bytes,
                      and each answer keeps its prompt's keys and values at every head (transformers' sdpa repeats
                      grouped heads when a mask is given, as the shared-prompt forward always does); plus the
                      attention mask, k (P + T_r) per answer token, once
-    weight copies    2 (L N_layer + V h) under autocast (``trainer=gpu``): the bf16 casts of the weights that the
-                     matmuls save for their backward
+    weight copies    2 x the weight matrices' parameters (every layer's and the head's; not biases, norms or the
+                     embedding lookup) under autocast (``trainer=gpu``): the bf16 casts the matmuls save for their
+                     backward (with LoRA on a bf16 base: the adapters' only)
     logits           R V (b + 8)   the response positions' logits, their float32 copy (the only part autograd
                      saves: 4 R V) and its gradient
     overhead         2 GB           CUDA context, communication buffers, allocator slack
