@@ -5,18 +5,23 @@ an unsharded copy of the same model in each process, that
 - generation: ranks generating different prompts (so different numbers of forwards) get the unsharded model's
   answers, and training works after it;
 - weight streaming: ``full_parameters`` yields the full weights, and ``weight_buckets`` covers every one; the
-  engine's architecture name is the unwrapped class's.
+  engine's architecture name is the unwrapped class's;
+- communication: one micro-batch's shared-prompt forward and backward run the collectives of one plain forward and
+  backward (counted at ``torch.distributed``, where FSDP2 calls them), with activation checkpointing and without.
 
 Usage: python tests/dist_fsdp_units.py DIR  (rank<r>.json is written to DIR)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from dist_launch import launch
 from torch.distributed.device_mesh import init_device_mesh
 
@@ -119,6 +124,45 @@ def check_weights(module, reference) -> dict:
     }
 
 
+@contextlib.contextmanager
+def counted_collectives():
+    """Count FSDP2's all-gathers and reduce-scatters inside (``torch.distributed``'s functions it calls)."""
+    counts: Counter = Counter()
+    originals = {name: getattr(dist, name) for name in ("all_gather_single", "reduce_scatter_single")}
+
+    def counting(name):
+        def call(*args, **kwargs):
+            counts[name.removesuffix("_single")] += 1
+            return originals[name](*args, **kwargs)
+
+        return call
+
+    for name in originals:
+        setattr(dist, name, counting(name))
+    try:
+        yield counts
+    finally:
+        for name, original in originals.items():
+            setattr(dist, name, original)
+
+
+def check_collectives(tokenizer, mesh) -> dict:
+    result = {}
+    batch = make_mini_batches(samples_of(range(2)), 2, 10_000, tokenizer.pad_token_id, seed=0)[0][0]
+    for checkpointing in (False, True):
+        model = build_tiny_model(tokenizer, num_hidden_layers=2, seed=0)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        shard_model(model, mesh, param_dtype="float32")
+        module = PolicyModule(model, tokenizer, NFT())
+        with counted_collectives() as shared:
+            module.response_logprobs(batch).sum().backward()
+        with counted_collectives() as plain:  # one forward over the answers alone: the communication to match
+            model(input_ids=batch["response_ids"]).logits.sum().backward()
+        result[f"collectives_checkpointing_{checkpointing}"] = {"shared_prompt": shared, "one_forward": plain}
+    return result
+
+
 def run(rank: int, world: int, directory: str) -> None:
     tokenizer = build_tokenizer()
     modules = []
@@ -132,6 +176,7 @@ def run(rank: int, world: int, directory: str) -> None:
     result = check_gradients(module, reference, rank, tokenizer.pad_token_id)
     result.update(check_weights(module, reference))
     result.update(check_generation(module, reference, rank, tokenizer))
+    result.update(check_collectives(tokenizer, mesh))
     (Path(directory) / f"rank{rank}.json").write_text(json.dumps(result))
 
 

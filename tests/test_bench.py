@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nft.bench.workload import BUSY_LOOP, EMBEDDING_PARAMS, iteration_flops, pairs, rows
+from nft.bench.workload import BLOCK_MATMUL_PARAMS, BUSY_LOOP, attention_flops, iteration_flops, pairs, rows
 from nft.toy import build_tokenizer
 
 from .conftest import ROOT
@@ -31,11 +31,15 @@ def test_the_flop_model_matches_the_workload_figures():
     assert min(lengths) == 49 and max(lengths) == 52
     generate, update = iteration_flops(lengths[64:])  # iterations 2..6
     assert generate / 5e9 == pytest.approx(88.0, abs=0.05) and update / 5e9 == pytest.approx(267.4, abs=0.05)
-    # Each prompt once: with one sample per prompt that is the nominal model, plus the prompt's own logit row in the
-    # update; with 8, the prompt's share of the work is paid once instead of 8 times.
+    # Each prompt once: with one sample per prompt that is the nominal model, less the answer's last token in the
+    # update (it predicts nothing, and the shared-prompt forward does not feed it); with 8, the prompt's share of the
+    # work is paid once instead of 8 times.
     once = iteration_flops(lengths[64:], samples=1, prompt_once=True)
     nominal = iteration_flops(lengths[64:], samples=1)
-    assert once[0] == nominal[0] and once[1] == nominal[1] + 6 * EMBEDDING_PARAMS * len(lengths[64:])
+    last_tokens = sum(
+        6 * BLOCK_MATMUL_PARAMS + 3 * (attention_flops(p + 32) - attention_flops(p + 31)) for p in lengths[64:]
+    )
+    assert once[0] == nominal[0] and once[1] == pytest.approx(nominal[1] - last_tokens, rel=1e-12)
     generate_once, update_once = iteration_flops(lengths[64:], prompt_once=True)
     assert 0.4 < generate_once / generate < 0.5 and 0.45 < update_once / update < 0.5
 

@@ -76,6 +76,9 @@ def test_sharded_gradients_generation_and_weight_streaming(tmp_path):
         assert result["weights_equal"] and result["bucketed_names"] and result["buckets"] > 1
         assert result["architecture"] == "Qwen2ForCausalLM"
         assert result["same_answers"]
+        for checkpointing in (False, True):  # 2 layers: each gathered in forward and in backward, then the root
+            counts = result[f"collectives_checkpointing_{checkpointing}"]
+            assert counts["shared_prompt"] == counts["one_forward"] == {"all_gather": 5, "reduce_scatter": 3}
     assert [r["answers"] for r in ranks] == [3, 9]  # one prompt vs three: different numbers of forwards, no hang
 
 

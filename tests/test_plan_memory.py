@@ -20,7 +20,7 @@ MID = (Architecture(384, 1024, 2, 6, 2, 8192, False), 1, 48, 4, 70)
 
 def saved_bytes(arch: Architecture, regime: str, prompts: int, prompt: int, answers: int, response: int):
     """Bytes saved for backward by the decoder layers, by autocast's weight casts, and after the model (the
-    log-softmax), each storage once; parameters themselves excluded."""
+    log-softmax), each storage once; parameters and the micro-batch's own tensors excluded."""
     torch.manual_seed(0)
     config = Qwen2Config(
         hidden_size=arch.hidden_size,
@@ -44,6 +44,7 @@ def saved_bytes(arch: Architecture, regime: str, prompts: int, prompt: int, answ
         "response_lengths": torch.full((rows,), response),
     }
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    inputs = {t.untyped_storage().data_ptr() for t in batch.values()}  # the micro-batch itself: no new memory
     weight_shapes = {tuple(p.shape) for p in model.parameters()} | {tuple(p.shape[::-1]) for p in model.parameters()}
     where, seen = ["outside"], {}
 
@@ -53,6 +54,8 @@ def saved_bytes(arch: Architecture, regime: str, prompts: int, prompt: int, answ
             kind = where[0]
             if storage.data_ptr() in parameters:
                 kind = "parameter"
+            elif storage.data_ptr() in inputs:
+                kind = "input"
             elif regime == "autocast" and tensor.dtype == torch.bfloat16 and tuple(tensor.shape) in weight_shapes:
                 kind = "weight copies"
             seen[storage.data_ptr()] = (kind, storage.nbytes())

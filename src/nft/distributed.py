@@ -102,9 +102,10 @@ def _all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
 
 # --- FSDP2 -----------------------------------------------------------------------------------------------------------
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated blocks of a transformers model: the classes it names in ``_no_split_modules``."""
+    """The repeated blocks of a transformers model: the classes it names in ``_no_split_modules`` (and FSDP2's
+    subclasses of them, once sharded)."""
     names = set(getattr(model, "_no_split_modules", None) or [])
-    layers = [m for m in model.modules() if type(m).__name__ in names]
+    layers = [m for m in model.modules() if any(cls.__name__ in names for cls in type(m).__mro__)]
     if not layers:
         raise ValueError(
             f"{type(model).__name__} names no decoder layer class in _no_split_modules ({sorted(names)}): "

@@ -61,16 +61,17 @@ def iteration_flops(
     """Nominal (generation, update) FLOPs of one iteration whose prompts have these lengths (section 8).
 
     ``prompt_once``: the FLOPs nft does, where each prompt goes through the model once for its samples, in generation
-    (one prefill) and in the update (``nft.shared_prompt``: the prompt's forward and backward, one logit row, then each
-    answer's ``completion`` tokens reading the prompt's keys and values), instead of once per sample."""
+    (one prefill) and in the update (``nft.shared_prompt``: the prompt but its last token forward and backward, then
+    each answer's ``completion`` tokens, its prompt's last token first, reading the prompt's keys and values), instead
+    of once per sample."""
     n, vd, c = BLOCK_MATMUL_PARAMS, EMBEDDING_PARAMS, completion
     generate = update = 0.0
     for p in prompt_lengths:
         if prompt_once:
-            answer_attention = attention_flops(p + c) - attention_flops(p)
+            answer_attention = attention_flops(p - 1 + c) - attention_flops(p - 1)
             generate += 2 * n * p + 2 * vd + attention_flops(p)
             generate += samples * (2 * n * (c - 1) + 2 * vd * (c - 1) + attention_flops(p + c - 1) - attention_flops(p))
-            update += 6 * n * p + 6 * vd + 3 * attention_flops(p) + samples * (6 * (n + vd) * c + 3 * answer_attention)
+            update += 6 * n * (p - 1) + 3 * attention_flops(p - 1) + samples * (6 * (n + vd) * c + 3 * answer_attention)
         else:
             generate += samples * (2 * n * (p + c - 1) + 2 * vd * c + attention_flops(p + c - 1))
             update += samples * (6 * n * (p + c) + 6 * vd * c + 3 * attention_flops(p + c))
