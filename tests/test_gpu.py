@@ -7,7 +7,13 @@
   compute, activation checkpointing, several optimizer steps per rollout; rollout and update tokens/s, the update's
   MFU, and peak GPU memory against ``nft.plan``'s prediction for the same config;
 - FSDP2 on one GPU (``trainer=fsdp``, Lightning's ``ModelParallelStrategy``): a sharded checkpoint, then the same
-  command with ``resume=auto`` continues it.
+  command with ``resume=auto`` continues it;
+- attention that differs from the tiny model's (``tests/attention_variants.py``: grouped key/value heads of other
+  sizes, RoPE scaling, a sliding-window layer) under each attention implementation installed (``sdpa``, ``eager``,
+  and ``flash_attention_2`` where ``flash-attn`` is): the shared-prompt forward against one forward per answer, and
+  the transformers rollout's log-probs against the trainer's;
+- vLLM end to end on the random model, where ``vllm`` is installed (also marked ``vllm``): the weight push and its
+  fingerprint, a stale engine caught, the engine's log-probs against the trainer's, sleep and a second push.
 
 Every figure goes to one JSON report (``NFT_GPU_REPORT``, default ``runs/gpu_check.json``). Marked ``gpu``: skipped
 where no CUDA device is visible, which ``make gpu-check`` refuses before pytest starts (``tests/require_cuda.py``).
@@ -18,6 +24,7 @@ try the check itself where no GPU is lent (its figures then say nothing about a 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -38,6 +45,7 @@ from nft.rollout.hf import HFGenerator
 from nft.rollout.integrity import mismatch_metrics, mismatch_sums
 from nft.toy import build_tokenizer
 
+from .attention_variants import VARIANTS, rollout_error, shared_prompt_error, variant_model
 from .conftest import ROOT, compose_train
 
 DEVICE = os.environ.get("NFT_GPU_CHECK_DEVICE", "cuda")
@@ -256,3 +264,70 @@ def test_fsdp2_on_one_gpu_writes_a_sharded_checkpoint_that_resume_auto_continues
     epochs = [int(e["epoch"]) for e in read_epochs(tmp_path)]
     REPORT["fsdp_one_gpu_epochs_logged"] = epochs
     assert epochs == [0, 1, 2]  # the relaunch trained epoch 2 only
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "flash_attention_2"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_attention_variants_in_the_shared_prompt_forward_and_the_rollout(tokenizer, variant, attention):
+    flash = attention == "flash_attention_2"
+    if flash and not (ON_GPU and importlib.util.find_spec("flash_attn")):
+        pytest.skip("flash-attn is not installed (or no GPU)")
+    dtype = torch.bfloat16 if flash else torch.float32  # flash attention computes in half precision only
+    model = variant_model(tokenizer, variant, attention).to(DEVICE, dtype)
+    error, grad_error = shared_prompt_error(model, tokenizer, DEVICE)
+    drift = rollout_error(model, tokenizer, DEVICE)
+    REPORT[f"attention/{attention}/{variant}"] = {
+        "shared_prompt_max_abs_logp_diff": error,
+        "shared_prompt_relative_grad_diff": grad_error,
+        "rollout_max_abs_logp_diff": drift,
+    }
+    bound = 0.1 if flash else 1e-4  # bf16 rounding in two different kernel orders; a misrouted row is off by ~1
+    assert error < bound and grad_error < bound and drift < 2 * bound
+
+
+@pytest.mark.vllm
+def test_vllm_end_to_end_on_the_random_model(model_dir):
+    pytest.importorskip("vllm")
+    if not ON_GPU:
+        pytest.skip("vLLM needs a CUDA device")
+    from nft.rollout.integrity import WeightSyncError, check_fingerprints, sync_and_check, trainer_fingerprints
+    from nft.rollout.vllm import VLLMGenerator
+
+    policy = load(model_dir, "float32")
+    generator = VLLMGenerator(gpu_memory_utilization=0.3, enforce_eager=True)
+    compared = sync_and_check(generator, policy)
+    assert compared.elements == sum(p.numel() for p in policy.model.parameters())  # every tensor, fused ones too
+    prompts = encode(policy.tokenizer)
+    sampling = SamplingParams(max_new_tokens=64)
+    groups = generator.generate(prompts, 4, sampling, seed=list(range(len(prompts))))
+    samples = [
+        Sample(i, torch.tensor(prompts[i]), c.token_ids, c.logprobs, 0.0, c.finish_reason)
+        for i, group in enumerate(groups)
+        for c in group
+    ]
+    batch = {k: v.to(DEVICE) for k, v in collate(samples, policy.tokenizer.pad_token_id).items()}
+    module = PolicyModule(policy.model.eval(), policy.tokenizer, NFT())
+    with torch.no_grad():
+        logp = module.response_logprobs(batch)
+    metrics = mismatch_metrics(mismatch_sums(logp, batch["behaviour_logp"], batch["response_mask"]))
+
+    last = len(policy.model.model.layers) - 1
+    with torch.no_grad():  # trained, but the engine is not told: its fingerprint must say so
+        policy.model.model.layers[last].mlp.down_proj.weight.mul_(-1.0)
+    engine, fused = generator.fingerprints()
+    wanted = {name: (held.full_shape, held.dtype) for name, held in engine.items()}
+    with pytest.raises(WeightSyncError, match=rf"model\.layers\.{last}\.mlp\.down_proj\.weight"):
+        check_fingerprints(engine, trainer_fingerprints(policy.model, wanted, fused, generator.weight_dtype))
+    generator.release()
+    assert generator.asleep
+    again = sync_and_check(generator, policy)  # wakes the engine and pushes the changed weights
+    changed = generator.generate(prompts, 4, sampling, seed=list(range(len(prompts))))
+    generator.release()
+    REPORT["vllm"] = {
+        "tensors_compared": compared.tensors,
+        "elements_compared": compared.elements,
+        **{k.rsplit("/", 1)[1]: v for k, v in metrics.items()},
+    }
+    assert again.elements == compared.elements
+    assert metrics["rollout/mismatch/mean_abs_diff"] < 0.05 and metrics["rollout/mismatch/kl"] < 1e-3  # bf16 engine
+    assert [[c.token_ids.tolist() for c in g] for g in changed] != [[c.token_ids.tolist() for c in g] for g in groups]
