@@ -138,8 +138,8 @@ _PROMPTS = "nft_shared_prompts"
 
 def _install(layers: list[torch.nn.Module]) -> None:
     for layer in layers:
-        if not hasattr(layer, "_nft_shared_prompts_hook"):
-            layer._nft_shared_prompts_hook = layer.register_forward_pre_hook(_run_prompts_first, with_kwargs=True)
+        if _run_prompts_first not in layer._forward_pre_hooks.values():  # once (a deep copy keeps it too)
+            layer.register_forward_pre_hook(_run_prompts_first, with_kwargs=True)
 
 
 def response_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
