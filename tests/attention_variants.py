@@ -6,13 +6,14 @@ installed there)."""
 from __future__ import annotations
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2ForCausalLM
 
 from nft.algorithms import NFT
 from nft.data.batching import Sample, collate
 from nft.module import PolicyModule
 from nft.rollout import SamplingParams
 from nft.rollout.hf import HFGenerator
+from nft.toy import build_tiny_model
 
 from .conftest import PolicyHandle
 
@@ -30,23 +31,16 @@ VARIANTS = {
 }
 
 
-def variant_model(tokenizer, variant: str, attn_implementation: str = "sdpa", seed: int = 0) -> Qwen2ForCausalLM:
-    settings = dict(
-        vocab_size=len(tokenizer),
+def variant_model(tokenizer, variant: str, attn_implementation: str = "sdpa") -> Qwen2ForCausalLM:
+    return build_tiny_model(
+        tokenizer,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=64,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
         attn_implementation=attn_implementation,
+        **VARIANTS[variant],
     )
-    torch.manual_seed(seed)
-    return Qwen2ForCausalLM(Qwen2Config(**{**settings, **VARIANTS[variant]}))
 
 
 def mixed_samples(device="cpu") -> list[Sample]:

@@ -52,8 +52,10 @@ def build_tiny_model(
     num_key_value_heads: int = 2,
     max_position_embeddings: int = 512,
     seed: int = 0,
+    **config_settings,
 ) -> Qwen2ForCausalLM:
-    """A randomly initialised Qwen2 causal LM sized for a CPU (about 1M parameters with the defaults)."""
+    """A randomly initialised Qwen2 causal LM sized for a CPU (about 1M parameters with the defaults);
+    ``config_settings`` go to ``Qwen2Config`` as they are (attention variants, ``attn_implementation``)."""
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -66,6 +68,7 @@ def build_tiny_model(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
+        **config_settings,
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
