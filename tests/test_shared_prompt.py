@@ -101,3 +101,14 @@ def test_gradients_are_bitwise_reproducible(tokenizer, tiny_model):
         (module.response_logprobs(batch).logsumexp(-1) * batch["response_mask"].sum(-1)).sum().backward()
         runs.append(gradients(tiny_model))
     assert all(torch.equal(runs[0], other) for other in runs[1:])
+
+
+def test_the_layers_are_left_as_they_were_and_a_models_own_hook_sees_one_call(tokenizer, tiny_model):
+    """The recording forward swaps each layer's forward and suspends its hooks (FSDP's would gather its weights):
+    both come back, and a hook of the model's own sees the one call that computes the layer."""
+    calls = []
+    tiny_model.model.layers[0].register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))
+    batch = collate(samples_of_mixed_shapes(), pad_id=tokenizer.pad_token_id)
+    PolicyModule(tiny_model, tokenizer, NFT()).response_logprobs(batch)
+    assert calls == [batch["response_ids"].shape + (tiny_model.config.hidden_size,)]  # the answers' rows
+    assert not any("forward" in vars(layer) for layer in tiny_model.model.layers)

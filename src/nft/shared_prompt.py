@@ -91,7 +91,7 @@ def _recorded(layers: list[torch.nn.Module]) -> Iterator[list[tuple[torch.nn.Mod
     """Inside, each layer computes nothing and runs no hook (FSDP's would gather its weights): it returns its hidden
     states unchanged and appends (layer, hidden states, keyword arguments) to the list yielded."""
     calls: list[tuple[torch.nn.Module, torch.Tensor, dict]] = []
-    hooks = [(layer._forward_pre_hooks, layer._forward_hooks) for layer in layers]
+    kept = [(vars(layer).get("forward"), layer._forward_pre_hooks, layer._forward_hooks) for layer in layers]
     for layer in layers:
 
         def record(hidden_states, _layer=layer, **kwargs):
@@ -103,9 +103,11 @@ def _recorded(layers: list[torch.nn.Module]) -> Iterator[list[tuple[torch.nn.Mod
     try:
         yield calls
     finally:
-        for layer, (pre_hooks, hooks_) in zip(layers, hooks, strict=True):
-            del layer.forward  # the class's method again
-            layer._forward_pre_hooks, layer._forward_hooks = pre_hooks, hooks_
+        for layer, (forward, pre_hooks, hooks) in zip(layers, kept, strict=True):
+            del layer.forward  # the class's method again, or what the instance had
+            if forward is not None:
+                layer.forward = forward
+            layer._forward_pre_hooks, layer._forward_hooks = pre_hooks, hooks
 
 
 class _Prompts:
