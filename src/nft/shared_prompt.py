@@ -125,6 +125,9 @@ class _Prompts:
             self.inputs[self.following[layer]] = out
 
 
+_PROMPTS = "nft_shared_prompts"  # the keyword that carries the prompts through the model to its layers
+
+
 def _run_prompts_first(layer: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """A decoder layer's forward pre-hook (after FSDP's, which gathered its weights): the prompts go through the layer
     before the answers when the call carries them. It stays on the layer: a checkpointed layer's recomputation, in
@@ -133,9 +136,6 @@ def _run_prompts_first(layer: torch.nn.Module, args: tuple, kwargs: dict) -> tup
     if prompts is not None:
         prompts.run(layer)
     return args, kwargs
-
-
-_PROMPTS = "nft_shared_prompts"
 
 
 def _install(layers: list[torch.nn.Module]) -> None:
