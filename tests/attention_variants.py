@@ -31,7 +31,8 @@ VARIANTS = {
 }
 
 
-def variant_model(tokenizer, variant: str, attn_implementation: str = "sdpa") -> Qwen2ForCausalLM:
+def variant_model(tokenizer, variant: str | None, attn_implementation: str = "sdpa") -> Qwen2ForCausalLM:
+    """The tiny model at the variants' size, with ``variant``'s settings (none: the tiny model's own attention)."""
     return build_tiny_model(
         tokenizer,
         hidden_size=64,
@@ -39,7 +40,7 @@ def variant_model(tokenizer, variant: str, attn_implementation: str = "sdpa") ->
         num_hidden_layers=2,
         max_position_embeddings=64,
         attn_implementation=attn_implementation,
-        **VARIANTS[variant],
+        **(VARIANTS[variant] if variant else {}),
     )
 
 
